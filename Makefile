@@ -1,0 +1,42 @@
+# The README's two commands are `make serve` and `make test`; both set up .venv from scratch when needed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup serve build test test-fast lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	# torch first, pinned: pip then takes this machine's local CPU build instead of a multi-GB CUDA one
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8000
+
+build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check src plugins tests/test_*.py tests/conftest.py benchmarks/index_search.py
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) lint typecheck
+	$(VENV)/bin/pytest -n 2 --durations=10
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -n 2 --ignore=tests/kernels
+
+bench: $(STAMP)
+	$(PY) benchmarks/index_search.py
+	$(PY) benchmarks/kernels.py
+
+clean:
+	rm -rf $(VENV) site .kernelnotes

@@ -1,0 +1,63 @@
+"""The plugin manager: built-ins, installed entry points and a local folder, all through one path."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pluggy
+
+from kernelnotes.plugins import hookspecs
+
+ENTRY_POINT_GROUP = "kernelnotes"
+
+# Built-in features are ordinary plugins registered from this tuple, exactly like third-party ones.
+DEFAULT_PLUGINS: tuple[str, ...] = ("kernelnotes.plugins.kernel_library",)
+
+
+def get_plugin_manager(
+    plugins_dir: str | Path | None = None,
+    *,
+    load_entry_points: bool | None = None,
+) -> pluggy.PluginManager:
+    """Build a plugin manager with the built-ins, installed plugins and `plugins_dir/*.py`.
+
+    Installed plugins are skipped when KERNELNOTES_LOAD_PLUGINS=0 (the test suite sets it, so a
+    plugin installed on a developer's machine cannot change test outcomes).
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+    if load_entry_points is None:
+        load_entry_points = os.environ.get("KERNELNOTES_LOAD_PLUGINS", "1") != "0"
+    if load_entry_points:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    if plugins_dir is not None:
+        for path in sorted(Path(plugins_dir).glob("*.py")):
+            pm.register(_load_file(path), name=f"local:{path.name}")
+    pm.check_pending()
+    return pm
+
+
+def _load_file(path: Path) -> object:
+    module_name = f"kernelnotes_local_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path}: cannot load as a plugin module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def plugin_names(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
+    """Each registered plugin with the hooks it implements (for `kn plugins`)."""
+    rows = []
+    for name, plugin in pm.list_name_plugin():
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        rows.append((name, hooks))
+    return rows

@@ -1,0 +1,63 @@
+"""The note model: what a parsed note holds, independent of mkdocs and of the index."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+AttrValue = str | bool
+
+
+@dataclass(frozen=True)
+class Include:
+    """A file pulled into a snippet with `--8<-- "path"` (pymdownx.snippets syntax)."""
+
+    spec: str  # as written, e.g. "snippets/online_softmax.py:3:10"
+    path: str  # resolved, relative to the project root ("" when not found)
+    line: int  # line of the include directive in the note
+    sha: str = ""  # content hash of the included file ("" when missing)
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """A fenced code block of a note (or a code cell of a notebook)."""
+
+    index: int  # 0-based position among the note's snippets
+    language: str
+    attrs: dict[str, AttrValue]
+    start_line: int  # 1-based line of the opening fence (cell number for notebooks)
+    end_line: int  # 1-based line of the closing fence
+    code: str  # with includes resolved
+    includes: tuple[Include, ...] = ()
+
+    @property
+    def executable(self) -> bool:
+        return str(self.attrs.get("exec", "")).lower() in {"on", "true", "1", "yes"}
+
+
+@dataclass
+class Note:
+    """A parsed note. `path` is relative to the notes folder, with forward slashes."""
+
+    path: str
+    kind: str  # "markdown" or "notebook"
+    title: str
+    slug: str
+    body: str
+    excerpt: str
+    date: dt.datetime | None = None
+    updated: dt.datetime | None = None
+    categories: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    authors: list[str] = field(default_factory=list)
+    draft: bool = False
+    description: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)  # every front-matter key, unknown ones included
+    snippets: list[Snippet] = field(default_factory=list)
+    body_line: int = 1  # line in the file where the body (after front matter) starts
+
+    @property
+    def includes(self) -> dict[str, str]:
+        """Included files this note depends on: resolved path -> content hash."""
+        return {inc.path: inc.sha for s in self.snippets for inc in s.includes if inc.path}

@@ -1,0 +1,45 @@
+"""Full-text search for Chinese and English with stock SQLite FTS5, no extension needed.
+
+FTS5's unicode61 tokenizer treats a run of Chinese characters as one token, so `扩散` is not found
+in `连续扩散模型`; the trigram tokenizer cannot match one- or two-character words. We therefore index
+every CJK character as its own token, by putting an invisible separator (U+200B, which unicode61
+treats as a separator) around it, and search a CJK word as a phrase of its characters: `扩散` becomes
+the phrase "扩 散", which matches exactly where the two characters stand side by side. English words
+are left to unicode61 (with the porter stemmer), so `online softmax` works as usual. The separator
+is removed again from fragments, so the text a reader sees is the original. Because the stored text
+is plain, the database opens as it is in sqlite-utils and datasette.
+"""
+
+from __future__ import annotations
+
+import re
+
+SEP = "\u200b"
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK_RUN = re.compile(f"[{CJK}]+")
+# what unicode61 keeps as token characters: letters and digits (underscore separates)
+_TOKEN = re.compile(rf"[{CJK}]|[^\W_{CJK}]+")
+
+
+def index_text(text: str) -> str:
+    """Text as stored in the FTS table: each CJK character stands alone as a token."""
+    # one substitution per run of CJK characters (not per character): 3x faster on Chinese text
+    return _CJK_RUN.sub(lambda m: SEP + SEP.join(m.group()) + SEP, text)
+
+
+def display_text(text: str) -> str:
+    """Undo `index_text` (for fragments FTS5 returns)."""
+    return text.replace(SEP, "")
+
+
+def query_terms(query: str) -> list[list[str]]:
+    """Split a user query into terms, each a list of tokens; FTS syntax characters are dropped."""
+    return [tokens for word in query.split() if (tokens := _TOKEN.findall(word))]
+
+
+def fts_query(query: str) -> str:
+    """An FTS5 MATCH expression for a plain-text query: every term must match, as a phrase.
+
+    Each token is quoted, so words like AND/OR/NOT and characters like * ( - are searched as text.
+    """
+    return " ".join('"' + " ".join(tokens) + '"' for tokens in query_terms(query))

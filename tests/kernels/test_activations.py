@@ -1,0 +1,109 @@
+"""relu / gelu / gelu_tanh / silu kernels against torch, under the project's correctness policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from kernelnotes.kernels import activations as mod
+from kernelnotes.kernels._common import dtype_name
+from kernelnotes.kernels.testing import assert_matches
+from kernelnotes.kernelspec import KernelSpec
+
+device = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SEEDS = range(5)
+SPECS = {spec.name: spec for spec in mod.SPECS}
+gpu = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def _grads(fn, args: tuple, kwargs: dict, seed: int) -> tuple[torch.Tensor, ...]:
+    leaves = [
+        a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        for a in args
+    ]
+    out = fn(*leaves, **kwargs)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1000 + seed)).to(out)
+    wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+    return torch.autograd.grad(out, wrt, g)
+
+
+def test_specs_validate() -> None:
+    assert [s.name for s in mod.SPECS] == ["relu", "gelu", "gelu_tanh", "silu"]
+    for spec in mod.SPECS:
+        assert isinstance(spec, KernelSpec)
+        assert spec.module == "kernelnotes.kernels.activations"
+        assert spec.backward and spec.description
+        assert set(spec.tolerances) == {"float32", "float16", "bfloat16"}
+        for ex in spec.examples(device, torch.float16, 0):
+            assert spec.flops(*ex.args) > 0 and spec.bytes(*ex.args) > 0
+            out = spec.implementation(*ex.args, **ex.kwargs)
+            ref = spec.reference(*ex.args, **ex.kwargs)
+            assert out.shape == ref.shape and out.dtype == ref.dtype == torch.float16, ex.label
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+@pytest.mark.parametrize("name", list(SPECS))
+def test_forward_and_backward(name: str, dtype: torch.dtype) -> None:
+    spec = SPECS[name]
+    tol = spec.tolerances[dtype_name(dtype)]
+    for seed in SEEDS:
+        for ex in spec.examples(device, dtype, seed):
+            what = f"{name} {ex.label} seed={seed}"
+            out = spec.implementation(*ex.args)
+            assert out.dtype == dtype
+            ref, low = spec.reference(*ex.args, upcast=True), spec.reference(*ex.args, upcast=False)
+            assert_matches(out, ref, low, tol, what=what)
+            (got,) = _grads(spec.implementation, ex.args, {}, seed)
+            (gref,) = _grads(spec.reference, ex.args, {"upcast": True}, seed)
+            (glow,) = _grads(spec.reference, ex.args, {"upcast": False}, seed)
+            assert_matches(got, gref, glow, tol, grad=True, what="d" + what)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_checkpoint_same_gradients(name: str) -> None:
+    fn = SPECS[name].implementation
+    x = torch.randn(7, 130, device=device, dtype=torch.bfloat16)
+    plain = _grads(fn, (x,), {}, 0)
+    ckpt = _grads(lambda t: checkpoint(fn, t, use_reentrant=False), (x,), {}, 0)
+    torch.testing.assert_close(ckpt, plain, rtol=0, atol=0)
+
+
+def test_edge_cases() -> None:
+    # Large magnitudes (saturated tails, exp overflow inside sigmoid/tanh), zero and a 1-element input.
+    x = torch.tensor([-1e4, -80.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 80.0, 1e4], device=device)
+    torch.testing.assert_close(mod.relu(x), F.relu(x))
+    torch.testing.assert_close(mod.gelu(x), F.gelu(x))
+    torch.testing.assert_close(mod.gelu(x, approximate="tanh"), F.gelu(x, approximate="tanh"))
+    torch.testing.assert_close(mod.gelu_tanh(x), F.gelu(x, approximate="tanh"))
+    torch.testing.assert_close(mod.silu(x), F.silu(x))
+    one = torch.full((1,), 0.5, device=device, requires_grad=True)
+    mod.silu(one).backward()
+    torch.testing.assert_close(one.grad, torch.sigmoid(one) * (1 + 0.5 * (1 - torch.sigmoid(one))))
+    # relu'(0) is 0, as in torch.
+    z = torch.zeros(3, device=device, requires_grad=True)
+    mod.relu(z).sum().backward()
+    assert torch.equal(z.grad, torch.zeros(3, device=device))
+    # Non-contiguous input keeps its logical layout.
+    xt = torch.randn(33, 5, device=device).t()
+    torch.testing.assert_close(mod.gelu(xt), F.gelu(xt))
+    with pytest.raises(ValueError):
+        mod.gelu(x, approximate="fast")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=gpu) for name in SPECS])
+def test_gpu_large(name: str, dtype: torch.dtype) -> None:
+    spec = SPECS[name]
+    tol = spec.tolerances[dtype_name(dtype)]
+    x = torch.randn(4096, 5003, device="cuda").to(dtype)
+    assert_matches(spec.implementation(x), spec.reference(x), spec.reference(x, upcast=False), tol)
+    (got,) = _grads(spec.implementation, (x,), {}, 0)
+    (gref,) = _grads(spec.reference, (x,), {"upcast": True}, 0)
+    (glow,) = _grads(spec.reference, (x,), {"upcast": False}, 0)
+    assert_matches(got, gref, glow, tol, grad=True)

@@ -1,0 +1,103 @@
+"""swiglu / geglu kernels against torch, under the project's correctness policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from kernelnotes.kernels import gated as mod
+from kernelnotes.kernels._common import dtype_name
+from kernelnotes.kernels.testing import assert_matches
+from kernelnotes.kernelspec import KernelSpec
+
+device = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SEEDS = range(5)
+SPECS = {spec.name: spec for spec in mod.SPECS}
+gpu = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def _grads(fn, args: tuple, kwargs: dict, seed: int) -> tuple[torch.Tensor, ...]:
+    leaves = [
+        a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        for a in args
+    ]
+    out = fn(*leaves, **kwargs)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1000 + seed)).to(out)
+    wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+    return torch.autograd.grad(out, wrt, g)
+
+
+def test_specs_validate() -> None:
+    assert [s.name for s in mod.SPECS] == ["swiglu", "geglu"]
+    for spec in mod.SPECS:
+        assert isinstance(spec, KernelSpec)
+        assert spec.module == "kernelnotes.kernels.gated"
+        assert spec.backward and spec.description
+        assert set(spec.tolerances) == {"float32", "float16", "bfloat16"}
+        for ex in spec.examples(device, torch.bfloat16, 0):
+            assert spec.flops(*ex.args) > 0 and spec.bytes(*ex.args) > 0
+            out = spec.implementation(*ex.args, **ex.kwargs)
+            ref = spec.reference(*ex.args, **ex.kwargs)
+            assert out.shape == ref.shape and out.dtype == ref.dtype == torch.bfloat16, ex.label
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+@pytest.mark.parametrize("name", list(SPECS))
+def test_forward_and_backward(name: str, dtype: torch.dtype) -> None:
+    spec = SPECS[name]
+    tol = spec.tolerances[dtype_name(dtype)]
+    for seed in SEEDS:
+        for ex in spec.examples(device, dtype, seed):
+            what = f"{name} {ex.label} seed={seed}"
+            out = spec.implementation(*ex.args)
+            assert out.dtype == dtype
+            ref, low = spec.reference(*ex.args, upcast=True), spec.reference(*ex.args, upcast=False)
+            assert_matches(out, ref, low, tol, what=what)
+            got = _grads(spec.implementation, ex.args, {}, seed)
+            gref = _grads(spec.reference, ex.args, {"upcast": True}, seed)
+            glow = _grads(spec.reference, ex.args, {"upcast": False}, seed)
+            for arg, g, r, lo in zip("ab", got, gref, glow):
+                assert_matches(g, r, lo, tol, grad=True, what=f"d{arg} {what}")
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_checkpoint_same_gradients(name: str) -> None:
+    fn = SPECS[name].implementation
+    a, b = torch.randn(2, 7, 130, device=device, dtype=torch.bfloat16)
+    plain = _grads(fn, (a, b), {}, 0)
+    ckpt = _grads(lambda x, y: checkpoint(fn, x, y, use_reentrant=False), (a, b), {}, 0)
+    torch.testing.assert_close(ckpt, plain, rtol=0, atol=0)
+
+
+def test_edge_cases() -> None:
+    # Saturated gates at large magnitude, a single element, non-contiguous inputs, mismatched shapes.
+    a = torch.tensor([[-1e4, -30.0, 0.0, 30.0, 1e4]], device=device)
+    b = torch.full_like(a, 2.0)
+    torch.testing.assert_close(mod.swiglu(a, b), F.silu(a) * b)
+    torch.testing.assert_close(mod.geglu(a, b), F.gelu(a, approximate="tanh") * b)
+    one_a, one_b = torch.tensor([0.3], device=device), torch.tensor([-1.5], device=device)
+    torch.testing.assert_close(mod.swiglu(one_a, one_b), F.silu(one_a) * one_b)
+    at, bt = torch.randn(33, 4, device=device).t(), torch.randn(33, 4, device=device).t()
+    torch.testing.assert_close(mod.geglu(at, bt), F.gelu(at, approximate="tanh") * bt)
+    with pytest.raises(ValueError):
+        mod.swiglu(torch.randn(3, 4, device=device), torch.randn(3, 5, device=device))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=gpu) for name in SPECS])
+def test_gpu_large(name: str, dtype: torch.dtype) -> None:
+    spec = SPECS[name]
+    tol = spec.tolerances[dtype_name(dtype)]
+    a, b = (torch.randn(4096, 11008, device="cuda").to(dtype) for _ in range(2))
+    assert_matches(spec.implementation(a, b), spec.reference(a, b), spec.reference(a, b, upcast=False), tol)
+    got = _grads(spec.implementation, (a, b), {}, 0)
+    gref = _grads(spec.reference, (a, b), {"upcast": True}, 0)
+    glow = _grads(spec.reference, (a, b), {"upcast": False}, 0)
+    for g, r, lo in zip(got, gref, glow):
+        assert_matches(g, r, lo, tol, grad=True)
