@@ -238,8 +238,12 @@ def _attn_bwd_dkdv_kernel(
     n_ok = offs_n < len_k
     d_ok = offs_d < head_dim
     kv_mask = n_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + (k_start + offs_n)[:, None] * stride_kt + h * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + (k_start + offs_n)[:, None] * stride_vt + h * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
+    k = tl.load(
+        K + (k_start + offs_n)[:, None] * stride_kt + h * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0
+    )
+    v = tl.load(
+        V + (k_start + offs_n)[:, None] * stride_vt + h * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0
+    )
     dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
 
@@ -254,9 +258,13 @@ def _attn_bwd_dkdv_kernel(
         m = m0 + offs_m
         m_ok = m < len_q
         q_mask = m_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + (q_start + m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :], mask=q_mask, other=0.0)
+        q = tl.load(
+            Q + (q_start + m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :], mask=q_mask, other=0.0
+        )
         do = tl.load(
-            DO + (q_start + m)[:, None] * stride_dot + h * stride_doh + offs_d[None, :], mask=q_mask, other=0.0
+            DO + (q_start + m)[:, None] * stride_dot + h * stride_doh + offs_d[None, :],
+            mask=q_mask,
+            other=0.0,
         )
         # Padding rows get LSE = +inf so their probabilities are exactly zero.
         lse = tl.load(LSE + h * total_q + q_start + m, mask=m_ok, other=float("inf"))
@@ -335,9 +343,13 @@ def _attn_bwd_dq_kernel(
     m_ok = offs_m < len_q
     d_ok = offs_d < head_dim
     q_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :], mask=q_mask, other=0.0)
+    q = tl.load(
+        Q + (q_start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :], mask=q_mask, other=0.0
+    )
     do = tl.load(
-        DO + (q_start + offs_m)[:, None] * stride_dot + h * stride_doh + offs_d[None, :], mask=q_mask, other=0.0
+        DO + (q_start + offs_m)[:, None] * stride_dot + h * stride_doh + offs_d[None, :],
+        mask=q_mask,
+        other=0.0,
     )
     lse = tl.load(LSE + h * total_q + q_start + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + h * total_q + q_start + offs_m, mask=m_ok, other=0.0)
@@ -352,8 +364,12 @@ def _attn_bwd_dq_kernel(
         n = n0 + offs_n
         n_ok = n < len_k
         kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + (k_start + n)[:, None] * stride_kt + h * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + (k_start + n)[:, None] * stride_vt + h * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = tl.load(
+            K + (k_start + n)[:, None] * stride_kt + h * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0
+        )
+        v = tl.load(
+            V + (k_start + n)[:, None] * stride_vt + h * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0
+        )
         s = _mm(q, tl.trans(k), DOT_FP32)
         p = tl.exp2(s * qk_scale - lse[:, None] * 1.4426950408889634)
         valid = n_ok[None, :]
@@ -386,7 +402,12 @@ def _block_sizes(head_dim: int, seqlen_q: int, seqlen_k: int) -> tuple[int, int,
     since numpy really multiplies the padding. GPU: fixed FlashAttention-2-like tiles.
     """
     if INTERPRET:
-        return min(128, max(16, triton.next_power_of_2(seqlen_q))), min(128, max(16, triton.next_power_of_2(seqlen_k))), 4, 1
+        return (
+            min(128, max(16, triton.next_power_of_2(seqlen_q))),
+            min(128, max(16, triton.next_power_of_2(seqlen_k))),
+            4,
+            1,
+        )
     if head_dim <= 64:
         return 128, 64, 4, 2
     return 64, 64, 4, 2
@@ -507,7 +528,9 @@ def attention_backward_packed(
     )
     cu_q = cu_seqlens_q if varlen else q
     cu_k = cu_seqlens_k if varlen else q
-    common = dict(CAUSAL=causal, VARLEN=varlen, DOT_FP32=dot_fp32, BLOCK_D=block_d, num_warps=warps, num_stages=stages)
+    common = dict(
+        CAUSAL=causal, VARLEN=varlen, DOT_FP32=dot_fp32, BLOCK_D=block_d, num_warps=warps, num_stages=stages
+    )
     # Keys with no query at all (possible when varlen sequences are empty) still need zero gradients:
     # the kernel writes every key row of every non-empty sequence, so pre-zero only for varlen.
     if varlen:
@@ -738,7 +761,9 @@ def flash_attention_examples(device: str, dtype: torch.dtype, seed: int) -> list
         k = torch.randn(b, sk, h, d, generator=g).to(device=device, dtype=dtype)
         v = torch.randn(b, sk, h, d, generator=g).to(device=device, dtype=dtype)
         out.append(
-            Example(args=(q, k, v), kwargs={"causal": causal}, label=f"b{b} q{sq} k{sk} h{h} d{d} causal={causal}")
+            Example(
+                args=(q, k, v), kwargs={"causal": causal}, label=f"b{b} q{sq} k{sk} h{h} d{d} causal={causal}"
+            )
         )
     return out
 

@@ -91,11 +91,17 @@ def _linear_attn_fwd_kernel(
         for t0 in range(0, seqlen, CHUNK):
             t = t0 + offs_c
             t_ok = t < seqlen
-            k = tl.load(k_base + t[:, None] * stride_kt + offs_dk[None, :], mask=t_ok[:, None] & dk_ok[None, :], other=0.0)
+            k = tl.load(
+                k_base + t[:, None] * stride_kt + offs_dk[None, :],
+                mask=t_ok[:, None] & dk_ok[None, :],
+                other=0.0,
+            )
             # Padding rows/columns must contribute 0, and phi(0) = 1: mask after the feature map.
             pk = tl.where(t_ok[:, None] & dk_ok[None, :], _phi(k.to(tl.float32)), 0.0)
             v = tl.load(
-                v_base + t[:, None] * stride_vt + offs_dv[None, :], mask=t_ok[:, None] & dv_ok[None, :], other=0.0
+                v_base + t[:, None] * stride_vt + offs_dv[None, :],
+                mask=t_ok[:, None] & dv_ok[None, :],
+                other=0.0,
             ).to(tl.float32)
             state += tl.dot(tl.trans(pk), v, input_precision="ieee")
             z += tl.sum(pk, 0)
@@ -113,7 +119,9 @@ def _linear_attn_fwd_kernel(
             k = tl.load(k_base + t[:, None] * stride_kt + offs_dk[None, :], mask=qk_mask, other=0.0)
             pk = tl.where(qk_mask, _phi(k.to(tl.float32)), 0.0)
             v = tl.load(
-                v_base + t[:, None] * stride_vt + offs_dv[None, :], mask=t_ok[:, None] & dv_ok[None, :], other=0.0
+                v_base + t[:, None] * stride_vt + offs_dv[None, :],
+                mask=t_ok[:, None] & dv_ok[None, :],
+                other=0.0,
             ).to(tl.float32)
             # Within the chunk: masked quadratic form, token i sees tokens j <= i.
             a = tl.dot(pq, tl.trans(pk), input_precision="ieee")
@@ -148,7 +156,11 @@ def linear_attention_forward(
     block_dk = max(16, triton.next_power_of_2(dim_k))
     # Split the value dimension across programs only on a GPU (more parallelism); under the
     # interpreter one program per (batch, head) is cheapest.
-    block_dv = max(16, triton.next_power_of_2(dim_v)) if INTERPRET else min(64, max(16, triton.next_power_of_2(dim_v)))
+    block_dv = (
+        max(16, triton.next_power_of_2(dim_v))
+        if INTERPRET
+        else min(64, max(16, triton.next_power_of_2(dim_v)))
+    )
     grid = (batch * n_heads, triton.cdiv(dim_v, block_dv))
     _linear_attn_fwd_kernel[grid](
         q,
@@ -191,7 +203,9 @@ def linear_attention(
     denominator gets `EPS = 1e-6`. Forward only.
     """
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"expected q, k (B, H, N, Dk) and v (B, H, N, Dv), got {q.shape}, {k.shape}, {v.shape}")
+        raise ValueError(
+            f"expected q, k (B, H, N, Dk) and v (B, H, N, Dv), got {q.shape}, {k.shape}, {v.shape}"
+        )
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if chunk_size < 16 or chunk_size & (chunk_size - 1):
@@ -239,7 +253,12 @@ def linear_attention_examples(device: str, dtype: torch.dtype, seed: int) -> lis
     """Ragged lengths (1, 17, 65, 130: partial and several chunks), dk != dv, causal and not."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     if device == "cpu":
-        cases = [(1, 1, 1, 64, 64, True), (2, 2, 17, 33, 64, True), (1, 2, 130, 64, 37, True), (1, 1, 65, 64, 64, False)]
+        cases = [
+            (1, 1, 1, 64, 64, True),
+            (2, 2, 17, 33, 64, True),
+            (1, 2, 130, 64, 37, True),
+            (1, 1, 65, 64, 64, False),
+        ]
     else:
         cases = [(2, 4, 130, 64, 64, True), (2, 8, 1024, 64, 64, True), (1, 4, 1000, 128, 96, False)]
     out: list[Example] = []
@@ -248,12 +267,18 @@ def linear_attention_examples(device: str, dtype: torch.dtype, seed: int) -> lis
         k = torch.randn(b, h, n, dk, generator=g).to(device=device, dtype=dtype)
         v = torch.randn(b, h, n, dv, generator=g).to(device=device, dtype=dtype)
         out.append(
-            Example(args=(q, k, v), kwargs={"causal": causal}, label=f"b{b} h{h} n{n} dk{dk} dv{dv} causal={causal}")
+            Example(
+                args=(q, k, v),
+                kwargs={"causal": causal},
+                label=f"b{b} h{h} n{n} dk{dk} dv{dv} causal={causal}",
+            )
         )
     return out
 
 
-def linear_attention_flops(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, chunk_size: int = 64) -> float:
+def linear_attention_flops(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, chunk_size: int = 64
+) -> float:
     """Chunked form: per chunk, intra (2 C^2 Dk + 2 C^2 Dv) + state read (2 C Dk Dv) + update (2 C Dk Dv)."""
     b, h, n, dk = q.shape
     dv = v.shape[-1]

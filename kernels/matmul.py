@@ -220,7 +220,9 @@ def matmul_examples(device: str, dtype: torch.dtype, seed: int) -> list[Example]
     # Transposed (non-contiguous) operand with the remaining activation.
     a = torch.randn(65, 37, generator=g).to(device=device, dtype=dtype).t()
     b = (torch.randn(65, 130, generator=g) / math.sqrt(65)).to(device=device, dtype=dtype)
-    out.append(Example(args=(a, b), kwargs={"activation": "silu"}, label="transposed a, 37x65 @ 65x130, silu"))
+    out.append(
+        Example(args=(a, b), kwargs={"activation": "silu"}, label="transposed a, 37x65 @ 65x130, silu")
+    )
     return out
 
 

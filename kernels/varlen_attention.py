@@ -191,7 +191,9 @@ def varlen_attention_examples(device: str, dtype: torch.dtype, seed: int) -> lis
     return out
 
 
-def varlen_attention_flops(q, k, v, cu_seqlens_q, cu_seqlens_k, *args, causal: bool = False, **kwargs) -> float:
+def varlen_attention_flops(
+    q, k, v, cu_seqlens_q, cu_seqlens_k, *args, causal: bool = False, **kwargs
+) -> float:
     """Forward FLOPs summed over sequences; the backward costs 2.5x this."""
     lq = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).tolist()
     lk = (cu_seqlens_k[1:] - cu_seqlens_k[:-1]).tolist()

@@ -126,6 +126,12 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         tokenize="porter unicode61",
         create_triggers=True,
     )
+    # FTS5's `rank` column with our weights: `ORDER BY rank LIMIT k` lets FTS5 compute snippet() for
+    # the k hits only; ordering by a bm25() expression computes it for every match (30x slower).
+    db.execute(
+        "insert into notes_search_fts(notes_search_fts, rank) values ('rank', ?)",
+        ["bm25(" + ", ".join(str(w) for w in WEIGHTS) + ")"],
+    )
 
 
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1,)
@@ -370,16 +376,15 @@ class Index:
                 " categories.id = category_id where categories.name = :category collate nocase)"
             )
             params["category"] = category
-        weights = ", ".join(str(w) for w in WEIGHTS)
         # Rank inside the FTS table first and join the (large) note rows only for the top hits:
         # joining before the sort reads every matching note's body and doubles the query time.
         sql = f"""
             with top as (
-                select rowid as id, bm25(notes_search_fts, {weights}) as score,
+                select rowid as id, rank as score,
                        snippet(notes_search_fts, -1, '{MARK_OPEN}', '{MARK_CLOSE}', '…', 24) as fragment
                 from notes_search_fts
                 where {" and ".join(where)}
-                order by score
+                order by rank
                 limit :limit
             )
             select notes.id, notes.path, notes.title, notes.slug, notes.date, top.fragment, top.score

@@ -24,9 +24,7 @@ def _tol(dtype: torch.dtype):
 
 def _qkv(b, sq, sk, h, d, dtype, seed, scale=1.0):
     g = torch.Generator().manual_seed(seed)
-    return [
-        (torch.randn(b, s, h, d, generator=g) * scale).to(device, dtype) for s in (sq, sk, sk)
-    ]
+    return [(torch.randn(b, s, h, d, generator=g) * scale).to(device, dtype) for s in (sq, sk, sk)]
 
 
 def _check_lse(lse: torch.Tensor, ref: torch.Tensor, ref_lowp: torch.Tensor, tol) -> None:
@@ -89,8 +87,8 @@ def test_examples_forward_and_lse(dtype, seed):
         _check_forward(*ex.args, **ex.kwargs)
 
 
-# Gradient cases: d=64 causal with seqlen_q < seqlen_k, d=128 non-causal with seqlen_q > seqlen_k.
-GRAD_CASES = [(2, 17, 65, 2, 64, True), (1, 130, 33, 1, 128, False)]
+# Gradient cases: d=64 and d=128, causal and not, seqlen_q < seqlen_k and seqlen_q > seqlen_k.
+GRAD_CASES = [(2, 17, 65, 2, 64, True), (1, 130, 33, 1, 128, False), (1, 33, 130, 2, 128, True)]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -157,6 +155,7 @@ def test_explicit_scale_and_non_contiguous_inputs():
     q, k, v = (torch.randn(2, 2, n, 64, generator=g).to(device).transpose(1, 2) for n in (17, 33, 33))
     assert not q.is_contiguous()
     _check_forward(q, k, v, causal=True, softmax_scale=0.3)
+    _check_backward(q, k, v, causal=True, softmax_scale=0.3)
     default = fa.flash_attention(q, k, v)
     explicit = fa.flash_attention(q, k, v, softmax_scale=1 / math.sqrt(64))
     torch.testing.assert_close(default, explicit, rtol=0, atol=0)
@@ -165,7 +164,9 @@ def test_explicit_scale_and_non_contiguous_inputs():
 def test_rejects_bad_shapes():
     q = torch.randn(1, 4, 2, 64, device=device)
     with pytest.raises(ValueError):
-        fa.flash_attention(q, torch.randn(1, 4, 2, 32, device=device), torch.randn(1, 4, 2, 32, device=device))
+        fa.flash_attention(
+            q, torch.randn(1, 4, 2, 32, device=device), torch.randn(1, 4, 2, 32, device=device)
+        )
     with pytest.raises(ValueError):
         fa.flash_attention(q, q.half(), q.half())
 

@@ -75,23 +75,30 @@ def test_matches_token_by_token_recurrence():
 def test_result_does_not_depend_on_chunk_size(chunk_size):
     q, k, v = _qkv(1, 2, 130, 32, 48, torch.float32, seed=2)
     base = la.linear_attention(q, k, v, chunk_size=64)
-    torch.testing.assert_close(la.linear_attention(q, k, v, chunk_size=chunk_size), base, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        la.linear_attention(q, k, v, chunk_size=chunk_size), base, atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_single_token_and_non_causal(dtype):
     q, k, v = _qkv(2, 1, 1, 64, 64, dtype, seed=3)
     # One token attends only to itself: the output is v (up to eps).
-    torch.testing.assert_close(_check(q, k, v).float(), v.float(), atol=_tol(dtype).atol, rtol=_tol(dtype).rtol)
+    torch.testing.assert_close(
+        _check(q, k, v).float(), v.float(), atol=_tol(dtype).atol, rtol=_tol(dtype).rtol
+    )
     _check(*_qkv(1, 2, 33, 64, 17, dtype, seed=3), causal=False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_large_magnitude_inputs_are_finite(dtype):
-    # phi(x) = exp(x) underflows for very negative x: eps keeps the normalisation finite.
-    q, k, v = _qkv(1, 1, 65, 32, 32, dtype, seed=4, scale=40.0)
-    out = _check(q, k, v)
-    assert torch.isfinite(out).all()
+    # Very negative q, k: phi(x) = exp(x) underflows and eps keeps the normalisation finite.
+    q, k, v = _qkv(1, 1, 65, 32, 32, dtype, seed=4)
+    q, k = (q.float() - 30).to(dtype), (k.float() - 30).to(dtype)
+    assert torch.isfinite(_check(q, k, v)).all()
+    if dtype != torch.float16:
+        # Large positive q, k. (Not for fp16: the fp16 yardstick itself overflows to inf/inf there.)
+        assert torch.isfinite(_check(*_qkv(1, 1, 65, 32, 32, dtype, seed=4, scale=40.0))).all()
 
 
 def test_non_contiguous_inputs():

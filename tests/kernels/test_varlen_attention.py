@@ -26,7 +26,9 @@ def _packed(lens_q, lens_k, h, d, dtype, seed):
     q = torch.randn(sum(lens_q), h, d, generator=g).to(device, dtype)
     k = torch.randn(sum(lens_k), h, d, generator=g).to(device, dtype)
     v = torch.randn(sum(lens_k), h, d, generator=g).to(device, dtype)
-    cu = lambda lens: torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    cu = lambda lens: torch.tensor(
+        [0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device=device
+    )
     return q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k)
 
 
@@ -105,11 +107,15 @@ def test_matches_padded_attention_with_key_padding_mask(dtype, causal):
     unpadded = [va.unpad_input(t, mask) for t in (q, k, v)]
     (qu, idx, cu, max_len), (ku, _, _, _), (vu, _, _, _) = unpadded
     assert cu.tolist() == [0, 37, 38, 58] and max_len == 37
-    out = va.pad_input(va.varlen_attention(qu, ku, vu, cu, cu, max_len, max_len, causal=causal), idx, batch, seqlen)
+    out = va.pad_input(
+        va.varlen_attention(qu, ku, vu, cu, cu, max_len, max_len, causal=causal), idx, batch, seqlen
+    )
 
     # Padded reference: every sequence is right-padded to seqlen, so the padded causal mask restricted to
     # real keys is each sequence's own causal mask.
-    ref, _ = fa.attention_reference_math(q.float(), k.float(), v.float(), causal, d**-0.5, key_padding_mask=mask)
+    ref, _ = fa.attention_reference_math(
+        q.float(), k.float(), v.float(), causal, d**-0.5, key_padding_mask=mask
+    )
     ref_lowp, _ = fa.attention_reference_math(q, k, v, causal, d**-0.5, key_padding_mask=mask)
     valid = mask[:, :, None, None].expand_as(out)
     assert (out[~valid] == 0).all()

@@ -1,0 +1,222 @@
+"""LayerNorm over the last dimension with weight and bias, forward and backward.
+
+The forward keeps each row's mean and 1/std in fp32 for the backward. The backward computes dx row
+by row and accumulates dweight/dbias per program in fp32 registers; the few per-program partial sums
+are reduced by torch afterwards, so there are no atomics and the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
+
+# A row is held in one block; beyond this the registers spill (Liger uses the same bound).
+MAX_FUSED_SIZE = 65536
+# Elements per program the row-batched kernels aim for (several short rows per program).
+_TILE_ELEMENTS = 4096
+
+
+@triton.jit
+def _layer_norm_fwd_kernel(
+    X, W, B, Y, MEAN, RSTD,
+    n_rows, n_cols, stride_x, stride_y, eps,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    col_ok = cols < n_cols
+    mask = row_ok[:, None] & col_ok[None, :]
+    rows64 = rows.to(tl.int64)
+    x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / n_cols
+    # Two-pass variance (subtract the mean first): no cancellation for rows with a large mean.
+    xc = tl.where(mask, x - mean[:, None], 0.0)
+    var = tl.sum(xc * xc, axis=1) / n_cols
+    rstd = 1.0 / tl.sqrt(var + eps)
+    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    b = tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
+    y = xc * rstd[:, None] * w[None, :] + b[None, :]
+    tl.store(Y + rows64[:, None] * stride_y + cols[None, :], y, mask=mask)
+    tl.store(MEAN + rows64, mean, mask=row_ok)
+    tl.store(RSTD + rows64, rstd, mask=row_ok)
+
+
+@triton.jit
+def _layer_norm_bwd_kernel(
+    X, W, DY, MEAN, RSTD, DX, DW_PART, DB_PART,
+    n_rows, n_cols, stride_x, stride_dy, stride_dx, rows_per_program,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < n_cols
+    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    db_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    row_start = pid * rows_per_program
+    row_end = tl.minimum(row_start + rows_per_program, n_rows)
+    for r0 in range(row_start, row_end, BLOCK_M):
+        rows = r0 + tl.arange(0, BLOCK_M)
+        row_ok = rows < row_end
+        mask = row_ok[:, None] & col_ok[None, :]
+        rows64 = rows.to(tl.int64)
+        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(MEAN + rows64, mask=row_ok, other=0.0)
+        rstd = tl.load(RSTD + rows64, mask=row_ok, other=0.0)
+        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        wdy = w[None, :] * dy
+        # dx = rstd * (w*dy - mean(w*dy) - xhat * mean(xhat * w*dy))
+        c1 = tl.sum(xhat * wdy, axis=1) / n_cols
+        c2 = tl.sum(wdy, axis=1) / n_cols
+        dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        tl.store(DX + rows64[:, None] * stride_dx + cols[None, :], dx, mask=mask)
+        dw_acc += dy * xhat
+        db_acc += dy
+    tl.store(DW_PART + pid * n_cols + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
+    tl.store(DB_PART + pid * n_cols + cols, tl.sum(db_acc, axis=0), mask=col_ok)
+
+
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
+    """A 2-D (rows, cols) view with unit column stride, copying only when no such view exists."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def _blocks(n_rows: int, n_cols: int) -> tuple[int, int]:
+    block_n = next_pow2(n_cols)
+    if block_n > MAX_FUSED_SIZE:
+        raise ValueError(f"layer_norm supports rows of at most {MAX_FUSED_SIZE} elements, got {n_cols}")
+    return max(1, min(next_pow2(n_rows), _TILE_ELEMENTS // block_n, 16)), block_n
+
+
+def _num_warps(elements: int) -> int:
+    return 4 if elements <= 2048 else (8 if elements <= 8192 else 16)
+
+
+def _num_programs(x: torch.Tensor) -> int:
+    """How many programs share the rows in the backward (each writes one dweight/dbias partial)."""
+    if INTERPRET or x.device.type != "cuda":
+        return 4  # each interpreted program costs ~1 ms; a few long ones are cheapest
+    return torch.cuda.get_device_properties(x.device).multi_processor_count
+
+
+def _layer_norm_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float):
+    x2 = _as_rows(x)
+    n_rows, n_cols = x2.shape
+    y = empty_out((n_rows, n_cols), x.dtype, x.device)
+    mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    if n_rows:
+        block_m, block_n = _blocks(n_rows, n_cols)
+        _layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_m),)](
+            x2, w, b, y, mean, rstd, n_rows, n_cols, x2.stride(0), y.stride(0), eps,
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_num_warps(block_m * block_n),
+        )  # fmt: skip
+    return finish(y, x.dtype).view(x.shape), x2, mean, rstd
+
+
+def _layer_norm_bwd(dy: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor):
+    dy2 = _as_rows(dy)
+    n_rows, n_cols = x2.shape
+    dx = empty_out((n_rows, n_cols), x2.dtype, x2.device)
+    block_m, block_n = _blocks(n_rows, n_cols)
+    rows_per_program = triton.cdiv(n_rows, min(_num_programs(x2), n_rows))
+    n_programs = triton.cdiv(n_rows, rows_per_program)
+    dw_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
+    db_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
+    _layer_norm_bwd_kernel[(n_programs,)](
+        x2, w, dy2, mean, rstd, dx, dw_part, db_part,
+        n_rows, n_cols, x2.stride(0), dy2.stride(0), dx.stride(0), rows_per_program,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_num_warps(block_m * block_n),
+    )  # fmt: skip
+    return finish(dx, x2.dtype).view(dy.shape), dw_part.sum(0).to(w.dtype), db_part.sum(0).to(w.dtype)
+
+
+class LayerNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        weight, bias = weight.contiguous(), bias.contiguous()
+        y, x2, mean, rstd = _layer_norm_fwd(x, weight, bias, eps)
+        ctx.save_for_backward(x2, weight, mean, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x2, weight, mean, rstd = ctx.saved_tensors
+        if x2.shape[0] == 0:
+            return torch.zeros_like(dy), torch.zeros_like(weight), torch.zeros_like(weight), None
+        dx, dw, db = _layer_norm_bwd(dy, x2, weight, mean, rstd)
+        return dx, dw, db, None
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """LayerNorm over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, statistics in fp32."""
+    if weight.shape != (x.shape[-1],) or bias.shape != (x.shape[-1],):
+        raise ValueError(f"weight and bias must have shape ({x.shape[-1]},)")
+    return LayerNormFunction.apply(x, weight, bias, eps)
+
+
+def layer_norm_reference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5, *, upcast: bool = True
+) -> torch.Tensor:
+    n = (x.shape[-1],)
+    if upcast:
+        return F.layer_norm(x.float(), n, weight.float(), bias.float(), eps).to(x.dtype)
+    return F.layer_norm(x, n, weight, bias, eps)
+
+
+EXAMPLE_SHAPES: tuple[tuple[int, ...], ...] = ((1, 7), (37, 33), (2, 3, 130), (37, 1000))
+
+
+def examples(device: str, dtype: torch.dtype, seed: int) -> list[Example]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for shape in EXAMPLE_SHAPES:
+        # A per-row offset makes the mean matter; weight near 1 and a small bias as after training.
+        x = torch.randn(shape, generator=g) + torch.randn((*shape[:-1], 1), generator=g)
+        w = 1.0 + 0.2 * torch.randn(shape[-1], generator=g)
+        b = 0.2 * torch.randn(shape[-1], generator=g)
+        args = tuple(t.to(device=device, dtype=dtype) for t in (x, w, b))
+        out.append(Example(args, label=f"x{list(shape)}"))
+    return out
+
+
+def _flops(x: torch.Tensor, *_: object, **__: object) -> float:
+    return 8.0 * x.numel()  # mean, centre, square, sum, scale, weight, bias (+ rstd per row)
+
+
+def _bytes(x: torch.Tensor, weight: torch.Tensor, *_: object, **__: object) -> float:
+    rows = x.numel() // max(x.shape[-1], 1)
+    # read x, weight, bias; write y; write mean and rstd (fp32)
+    return 2.0 * x.numel() * x.element_size() + 2.0 * weight.numel() * weight.element_size() + 8.0 * rows
+
+
+# Reductions: fp32 allclose 1e-4 and torch fp32 is the reference itself, so the floor is the atol;
+# fp16/bf16 floors are about one output ulp at the magnitudes seen here (|y| < 4, |dweight| < 16).
+TOLERANCES = {
+    "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
+    "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=4e-3),
+    "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=3.2e-2),
+}
+
+SPECS: tuple[KernelSpec, ...] = (
+    KernelSpec(
+        name="layer_norm",
+        reference=layer_norm_reference,
+        implementation=layer_norm,
+        examples=examples,
+        tolerances=TOLERANCES,
+        flops=_flops,
+        bytes=_bytes,
+        backward=True,
+        description="LayerNorm over the last dim with weight and bias; fp32 statistics; fused backward.",
+        module=__name__,
+    ),
+)

@@ -1,0 +1,211 @@
+"""RMSNorm over the last dimension in the Llama convention, forward and backward.
+
+y = weight * (x32 * rsqrt(mean(x32^2) + eps)).to(dtype): the normalised row is rounded to the input
+dtype *before* the weight multiply, as Hugging Face's LlamaRMSNorm does, so a kernel trained against
+that module sees identical numerics. The backward mirrors layer_norm.py: dx per row, dweight as a few
+per-program fp32 partial sums reduced by torch (no atomics, deterministic).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
+
+MAX_FUSED_SIZE = 65536
+_TILE_ELEMENTS = 4096
+# How the normalised row is rounded before the weight multiply (the input dtype's precision).
+_ROUND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+@triton.jit
+def _round_to(x, ROUND: tl.constexpr):
+    """Round fp32 values to fp16/bf16 precision (round to nearest even), returned as fp32."""
+    if ROUND == 1:
+        x = x.to(tl.float16).to(tl.float32)
+    elif ROUND == 2:
+        # Done on the bits: the interpreter's fp32->bf16 cast truncates instead of rounding.
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x
+
+
+@triton.jit
+def _rms_norm_fwd_kernel(
+    X, W, Y, RSTD,
+    n_rows, n_cols, stride_x, stride_y, eps,
+    ROUND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    col_ok = cols < n_cols
+    mask = row_ok[:, None] & col_ok[None, :]
+    rows64 = rows.to(tl.int64)
+    x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / n_cols + eps)
+    h = _round_to(x * rstd[:, None], ROUND)
+    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    tl.store(Y + rows64[:, None] * stride_y + cols[None, :], w[None, :] * h, mask=mask)
+    tl.store(RSTD + rows64, rstd, mask=row_ok)
+
+
+@triton.jit
+def _rms_norm_bwd_kernel(
+    X, W, DY, RSTD, DX, DW_PART,
+    n_rows, n_cols, stride_x, stride_dy, stride_dx, rows_per_program,
+    ROUND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < n_cols
+    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    row_start = pid * rows_per_program
+    row_end = tl.minimum(row_start + rows_per_program, n_rows)
+    for r0 in range(row_start, row_end, BLOCK_M):
+        rows = r0 + tl.arange(0, BLOCK_M)
+        row_ok = rows < row_end
+        mask = row_ok[:, None] & col_ok[None, :]
+        rows64 = rows.to(tl.int64)
+        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows64, mask=row_ok, other=0.0)
+        xhat = x * rstd[:, None]
+        dh = dy * w[None, :]
+        # dx = rstd * (dh - xhat * mean(dh * xhat)); the rounding of h is treated as identity.
+        c = tl.sum(dh * xhat, axis=1) / n_cols
+        tl.store(DX + rows64[:, None] * stride_dx + cols[None, :], (dh - xhat * c[:, None]) * rstd[:, None], mask=mask)
+        # dweight sees the rounded h, exactly as in the forward.
+        dw_acc += dy * _round_to(xhat, ROUND)
+    tl.store(DW_PART + pid * n_cols + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
+
+
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
+    """A 2-D (rows, cols) view with unit column stride, copying only when no such view exists."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def _blocks(n_rows: int, n_cols: int) -> tuple[int, int]:
+    block_n = next_pow2(n_cols)
+    if block_n > MAX_FUSED_SIZE:
+        raise ValueError(f"rms_norm supports rows of at most {MAX_FUSED_SIZE} elements, got {n_cols}")
+    return max(1, min(next_pow2(n_rows), _TILE_ELEMENTS // block_n, 16)), block_n
+
+
+def _num_warps(elements: int) -> int:
+    return 4 if elements <= 2048 else (8 if elements <= 8192 else 16)
+
+
+def _num_programs(x: torch.Tensor) -> int:
+    if INTERPRET or x.device.type != "cuda":
+        return 4  # each interpreted program costs ~1 ms; a few long ones are cheapest
+    return torch.cuda.get_device_properties(x.device).multi_processor_count
+
+
+class RMSNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        weight = weight.contiguous()
+        x2 = _as_rows(x)
+        n_rows, n_cols = x2.shape
+        y = empty_out((n_rows, n_cols), x.dtype, x.device)
+        rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+        block_m, block_n = _blocks(n_rows, n_cols)
+        if n_rows:
+            _rms_norm_fwd_kernel[(triton.cdiv(n_rows, block_m),)](
+                x2, weight, y, rstd, n_rows, n_cols, x2.stride(0), y.stride(0), eps,
+                ROUND=_ROUND[x.dtype], BLOCK_M=block_m, BLOCK_N=block_n,
+                num_warps=_num_warps(block_m * block_n),
+            )  # fmt: skip
+        ctx.save_for_backward(x2, weight, rstd)
+        return finish(y, x.dtype).view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x2, weight, rstd = ctx.saved_tensors
+        n_rows, n_cols = x2.shape
+        if n_rows == 0:
+            return torch.zeros_like(dy), torch.zeros_like(weight), None
+        dy2 = _as_rows(dy)
+        dx = empty_out((n_rows, n_cols), x2.dtype, x2.device)
+        block_m, block_n = _blocks(n_rows, n_cols)
+        rows_per_program = triton.cdiv(n_rows, min(_num_programs(x2), n_rows))
+        n_programs = triton.cdiv(n_rows, rows_per_program)
+        dw_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
+        _rms_norm_bwd_kernel[(n_programs,)](
+            x2, weight, dy2, rstd, dx, dw_part,
+            n_rows, n_cols, x2.stride(0), dy2.stride(0), dx.stride(0), rows_per_program,
+            ROUND=_ROUND[x2.dtype], BLOCK_M=block_m, BLOCK_N=block_n,
+            num_warps=_num_warps(block_m * block_n),
+        )  # fmt: skip
+        return finish(dx, x2.dtype).view(dy.shape), dw_part.sum(0).to(weight.dtype), None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Llama RMSNorm over the last dim: weight * (x * rsqrt(mean(x^2) + eps)) with fp32 statistics."""
+    if weight.shape != (x.shape[-1],):
+        raise ValueError(f"weight must have shape ({x.shape[-1]},), got {tuple(weight.shape)}")
+    if x.dtype not in _ROUND:
+        raise TypeError(f"rms_norm supports float32, float16 and bfloat16, not {x.dtype}")
+    return RMSNormFunction.apply(x, weight, eps)
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, upcast: bool = True) -> torch.Tensor:
+    if upcast:
+        x32 = x.float()
+        h = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+        return weight * h.to(x.dtype)
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+EXAMPLE_SHAPES: tuple[tuple[int, ...], ...] = ((1, 7), (37, 33), (2, 3, 130), (37, 1000))
+
+
+def examples(device: str, dtype: torch.dtype, seed: int) -> list[Example]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for shape in EXAMPLE_SHAPES:
+        # Rows of different scales; weight near 1 as after training.
+        x = torch.randn(shape, generator=g) * torch.rand((*shape[:-1], 1), generator=g).mul(3).add(0.1)
+        w = 1.0 + 0.2 * torch.randn(shape[-1], generator=g)
+        out.append(Example((x.to(device=device, dtype=dtype), w.to(device=device, dtype=dtype)), label=f"x{list(shape)}"))
+    return out
+
+
+def _flops(x: torch.Tensor, *_: object, **__: object) -> float:
+    return 4.0 * x.numel()  # square, sum, scale, weight (+ rsqrt per row)
+
+
+def _bytes(x: torch.Tensor, weight: torch.Tensor, *_: object, **__: object) -> float:
+    rows = x.numel() // max(x.shape[-1], 1)
+    return 2.0 * x.numel() * x.element_size() + weight.numel() * weight.element_size() + 4.0 * rows
+
+
+# As layer_norm: fp32 floor = the allclose atol (torch fp32 is the reference itself); fp16/bf16
+# floors about one output ulp at the magnitudes seen here.
+TOLERANCES = {
+    "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
+    "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=4e-3),
+    "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=3.2e-2),
+}
+
+SPECS: tuple[KernelSpec, ...] = (
+    KernelSpec(
+        name="rms_norm",
+        reference=rms_norm_reference,
+        implementation=rms_norm,
+        examples=examples,
+        tolerances=TOLERANCES,
+        flops=_flops,
+        bytes=_bytes,
+        backward=True,
+        description="RMSNorm (Llama convention: round, then scale by weight); fp32 statistics; fused backward.",
+        module=__name__,
+    ),
+)

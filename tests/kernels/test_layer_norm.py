@@ -1,0 +1,109 @@
+"""LayerNorm kernel (forward, dx, dweight, dbias) against torch, under the project's correctness policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from kernelnotes.kernels import layer_norm as mod
+from kernelnotes.kernels._common import dtype_name
+from kernelnotes.kernels.testing import assert_matches
+from kernelnotes.kernelspec import KernelSpec
+
+device = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SEEDS = range(5)
+(SPEC,) = mod.SPECS
+gpu = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def _grads(fn, args: tuple, kwargs: dict, seed: int) -> tuple[torch.Tensor, ...]:
+    leaves = [
+        a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        for a in args
+    ]
+    out = fn(*leaves, **kwargs)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1000 + seed)).to(out)
+    wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+    return torch.autograd.grad(out, wrt, g)
+
+
+def test_spec_validates() -> None:
+    assert isinstance(SPEC, KernelSpec) and SPEC.name == "layer_norm"
+    assert SPEC.module == "kernelnotes.kernels.layer_norm"
+    assert SPEC.backward and SPEC.description
+    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16"}
+    for ex in SPEC.examples(device, torch.bfloat16, 0):
+        assert SPEC.flops(*ex.args) > 0 and SPEC.bytes(*ex.args) > 0
+        out, ref = SPEC.implementation(*ex.args), SPEC.reference(*ex.args)
+        assert out.shape == ref.shape == ex.args[0].shape and out.dtype == ref.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+def test_forward_and_backward(dtype: torch.dtype) -> None:
+    tol = SPEC.tolerances[dtype_name(dtype)]
+    for seed in SEEDS:
+        for ex in SPEC.examples(device, dtype, seed):
+            what = f"{ex.label} seed={seed}"
+            out = SPEC.implementation(*ex.args)
+            assert out.dtype == dtype
+            ref, low = SPEC.reference(*ex.args, upcast=True), SPEC.reference(*ex.args, upcast=False)
+            assert_matches(out, ref, low, tol, what=what)
+            got = _grads(SPEC.implementation, ex.args, {}, seed)
+            gref = _grads(SPEC.reference, ex.args, {"upcast": True}, seed)
+            glow = _grads(SPEC.reference, ex.args, {"upcast": False}, seed)
+            for name, g, r, lo in zip(("dx", "dweight", "dbias"), got, gref, glow):
+                assert g.dtype == r.dtype
+                assert_matches(g, r, lo, tol, grad=True, what=f"{name} {what}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_name)
+def test_checkpoint_same_gradients(dtype: torch.dtype) -> None:
+    ex = SPEC.examples(device, dtype, 3)[2]
+    fn = SPEC.implementation
+    plain = _grads(fn, ex.args, {}, 0)
+    ckpt = _grads(lambda x, w, b: checkpoint(fn, x, w, b, use_reentrant=False), ex.args, {}, 0)
+    torch.testing.assert_close(ckpt, plain, rtol=0, atol=0)
+
+
+def test_edge_cases() -> None:
+    # A length-1 row normalises to 0: y is the bias and dx is exactly 0.
+    x = torch.randn(4, 1, device=device, requires_grad=True)
+    w, b = torch.full((1,), 1.5, device=device), torch.full((1,), 0.25, device=device)
+    y = mod.layer_norm(x, w, b)
+    assert torch.equal(y, b.expand(4, 1))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+    # A large common offset: E[x^2] - E[x]^2 would lose every digit of the variance (it is ~1e8 at
+    # fp32 ulp 8); the two-pass variance is only limited by the fp32 rounding of the mean (~1e-3).
+    x = 1e4 + torch.randn(3, 70, device=device)
+    w, b = torch.randn(70, device=device), torch.randn(70, device=device)
+    exact = F.layer_norm(x.double(), (70,), w.double(), b.double()).float()
+    torch.testing.assert_close(mod.layer_norm(x, w, b), exact, atol=1e-2, rtol=0)
+    # Non-contiguous input, a custom eps, and a single row.
+    xt = torch.randn(45, 6, device=device).t()
+    w, b = torch.randn(45, device=device), torch.randn(45, device=device)
+    torch.testing.assert_close(mod.layer_norm(xt, w, b, eps=0.1), F.layer_norm(xt, (45,), w, b, eps=0.1))
+    torch.testing.assert_close(mod.layer_norm(xt[:1], w, b), F.layer_norm(xt[:1], (45,), w, b))
+    with pytest.raises(ValueError):
+        mod.layer_norm(xt, w[:5], b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+@pytest.mark.parametrize("shape", [pytest.param((4096, 4097), marks=gpu), pytest.param((8, 3, 20_000), marks=gpu)])
+def test_gpu_large(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    tol = SPEC.tolerances[dtype_name(dtype)]
+    x = torch.randn(shape, device="cuda").to(dtype)
+    w, b = (1 + 0.2 * torch.randn(shape[-1], device="cuda")).to(dtype), torch.randn(shape[-1], device="cuda").to(dtype)
+    args = (x, w, b)
+    assert_matches(SPEC.implementation(*args), SPEC.reference(*args), SPEC.reference(*args, upcast=False), tol)
+    got = _grads(SPEC.implementation, args, {}, 0)
+    gref = _grads(SPEC.reference, args, {"upcast": True}, 0)
+    glow = _grads(SPEC.reference, args, {"upcast": False}, 0)
+    for g, r, lo in zip(got, gref, glow):
+        assert_matches(g, r, lo, tol, grad=True)

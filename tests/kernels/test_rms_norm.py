@@ -1,0 +1,117 @@
+"""RMSNorm kernel (forward, dx, dweight) against torch, under the project's correctness policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from kernelnotes.kernels import rms_norm as mod
+from kernelnotes.kernels._common import dtype_name
+from kernelnotes.kernels.testing import assert_matches
+from kernelnotes.kernelspec import KernelSpec
+
+device = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SEEDS = range(5)
+(SPEC,) = mod.SPECS
+gpu = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def _grads(fn, args: tuple, kwargs: dict, seed: int) -> tuple[torch.Tensor, ...]:
+    leaves = [
+        a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        for a in args
+    ]
+    out = fn(*leaves, **kwargs)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1000 + seed)).to(out)
+    wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+    return torch.autograd.grad(out, wrt, g)
+
+
+def test_spec_validates() -> None:
+    assert isinstance(SPEC, KernelSpec) and SPEC.name == "rms_norm"
+    assert SPEC.module == "kernelnotes.kernels.rms_norm"
+    assert SPEC.backward and SPEC.description
+    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16"}
+    for ex in SPEC.examples(device, torch.bfloat16, 0):
+        assert SPEC.flops(*ex.args) > 0 and SPEC.bytes(*ex.args) > 0
+        out, ref = SPEC.implementation(*ex.args), SPEC.reference(*ex.args)
+        assert out.shape == ref.shape == ex.args[0].shape and out.dtype == ref.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+def test_forward_and_backward(dtype: torch.dtype) -> None:
+    tol = SPEC.tolerances[dtype_name(dtype)]
+    for seed in SEEDS:
+        for ex in SPEC.examples(device, dtype, seed):
+            what = f"{ex.label} seed={seed}"
+            out = SPEC.implementation(*ex.args)
+            assert out.dtype == dtype
+            ref, low = SPEC.reference(*ex.args, upcast=True), SPEC.reference(*ex.args, upcast=False)
+            assert_matches(out, ref, low, tol, what=what)
+            got = _grads(SPEC.implementation, ex.args, {}, seed)
+            gref = _grads(SPEC.reference, ex.args, {"upcast": True}, seed)
+            glow = _grads(SPEC.reference, ex.args, {"upcast": False}, seed)
+            for name, g, r, lo in zip(("dx", "dweight"), got, gref, glow):
+                assert g.dtype == r.dtype
+                assert_matches(g, r, lo, tol, grad=True, what=f"{name} {what}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_name)
+def test_checkpoint_same_gradients(dtype: torch.dtype) -> None:
+    ex = SPEC.examples(device, dtype, 3)[2]
+    fn = SPEC.implementation
+    plain = _grads(fn, ex.args, {}, 0)
+    ckpt = _grads(lambda x, w: checkpoint(fn, x, w, use_reentrant=False), ex.args, {}, 0)
+    torch.testing.assert_close(ckpt, plain, rtol=0, atol=0)
+
+
+def test_rounds_before_weight_like_llama() -> None:
+    # In bf16 the normalised row is rounded before the weight multiply; computing
+    # weight * h entirely in fp32 would differ from the Llama module in the last bit.
+    x = torch.randn(16, 257, device=device).to(torch.bfloat16)
+    w = (1 + 0.3 * torch.randn(257, device=device)).to(torch.bfloat16)
+    assert torch.equal(mod.rms_norm(x, w), mod.rms_norm_reference(x, w))
+
+
+def test_edge_cases() -> None:
+    # A length-1 row: x * rsqrt(x^2 + eps) is sign(x) up to eps; large magnitudes do not overflow.
+    x = torch.tensor([[3.0], [-2.0], [1e18]], device=device)
+    w = torch.full((1,), 0.5, device=device)
+    torch.testing.assert_close(mod.rms_norm(x, w), mod.rms_norm_reference(x, w))
+    # Large-magnitude rows in fp16 (x^2 overflows fp16 but not the fp32 accumulation).
+    xh = (300 * torch.randn(5, 40, device=device)).half()
+    wh = torch.ones(40, device=device, dtype=torch.float16)
+    out = mod.rms_norm(xh, wh)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, mod.rms_norm_reference(xh, wh), atol=1e-2, rtol=1e-2)
+    # Non-contiguous input, a custom eps, a single row, and the gradient of a single row.
+    xt = torch.randn(45, 6, device=device).t()
+    w = torch.randn(45, device=device)
+    torch.testing.assert_close(mod.rms_norm(xt, w, eps=0.1), mod.rms_norm_reference(xt, w, eps=0.1))
+    one = xt[:1].clone().requires_grad_(True)
+    one_ref = one.detach().clone().requires_grad_(True)
+    mod.rms_norm(one, w).sum().backward()
+    mod.rms_norm_reference(one_ref, w).sum().backward()
+    torch.testing.assert_close(one.grad, one_ref.grad)
+    with pytest.raises(ValueError):
+        mod.rms_norm(xt, w[:5])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+@pytest.mark.parametrize("shape", [pytest.param((4096, 4097), marks=gpu), pytest.param((8, 3, 20_000), marks=gpu)])
+def test_gpu_large(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    tol = SPEC.tolerances[dtype_name(dtype)]
+    x = torch.randn(shape, device="cuda").to(dtype)
+    w = (1 + 0.2 * torch.randn(shape[-1], device="cuda")).to(dtype)
+    args = (x, w)
+    assert_matches(SPEC.implementation(*args), SPEC.reference(*args), SPEC.reference(*args, upcast=False), tol)
+    got = _grads(SPEC.implementation, args, {}, 0)
+    gref = _grads(SPEC.reference, args, {"upcast": True}, 0)
+    glow = _grads(SPEC.reference, args, {"upcast": False}, 0)
+    for g, r, lo in zip(got, gref, glow):
+        assert_matches(g, r, lo, tol, grad=True)

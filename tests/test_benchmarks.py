@@ -1,0 +1,20 @@
+"""The index benchmark runs end to end in a quick mode, so it cannot rot."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from .conftest import REPO
+
+
+def test_index_search_benchmark_quick_mode(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "bench_index_search", REPO / "benchmarks" / "index_search.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--notes", "60", "--queries", "20"])
+    names = [r[0] for r in rows]
+    assert names[0].startswith("full index of 60 notes") and all(r[1] > 0 for r in rows)
+    assert "20/20 found hits" in rows[3][3]  # every topic query finds something
+    assert "KernelNotes index and search" in capsys.readouterr().out
