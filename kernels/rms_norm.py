@@ -160,7 +160,10 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
     if upcast:
         x32 = x.float()
         h = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-        return weight * h.to(x.dtype)
+        # weight * h.to(dtype), with the product in fp32: the same forward values as the dtype
+        # product (one rounding either way), but autograd then sums dweight in fp32 instead of
+        # rounding every dy * h term to the input dtype first.
+        return (weight.float() * h.to(x.dtype).float()).to(x.dtype)
     return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
