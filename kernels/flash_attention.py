@@ -166,7 +166,6 @@ def _attn_bwd_preprocess_kernel(
     DO,
     DELTA,
     total_q,
-    n_heads,
     stride_ot,
     stride_oh,
     stride_dot,
@@ -445,6 +444,9 @@ def attention_forward_packed(
     out = empty_out(q.shape, q.dtype, q.device)
     lse = torch.empty((n_heads, total_q), dtype=torch.float32, device=q.device)
     varlen = cu_seqlens_q is not None
+    if varlen:
+        out.zero_()  # tokens past cu_seqlens_q[-1] are visited by no program
+        lse.fill_(float("inf"))
     if total_q == 0 or batch == 0:
         return finish(out, q.dtype), lse
     bm, bn, warps, stages = _block_sizes(head_dim, seqlen_q, seqlen_k)
@@ -517,7 +519,6 @@ def attention_backward_packed(
         do,
         delta,
         total_q,
-        n_heads,
         out.stride(0),
         out.stride(1),
         do.stride(0),
@@ -531,9 +532,10 @@ def attention_backward_packed(
     common = dict(
         CAUSAL=causal, VARLEN=varlen, DOT_FP32=dot_fp32, BLOCK_D=block_d, num_warps=warps, num_stages=stages
     )
-    # Keys with no query at all (possible when varlen sequences are empty) still need zero gradients:
-    # the kernel writes every key row of every non-empty sequence, so pre-zero only for varlen.
+    # Varlen: tokens past cu_seqlens[-1] belong to no sequence and no program visits them; pre-zero so
+    # their gradients are defined. (Fixed length: the kernels write every row.)
     if varlen:
+        dq.zero_()
         dk.zero_()
         dv.zero_()
     _attn_bwd_dkdv_kernel[(triton.cdiv(seqlen_k, bn), batch, n_heads)](
@@ -568,8 +570,6 @@ def attention_backward_packed(
         BLOCK_N=bn,
         **common,
     )
-    if varlen:
-        dq.zero_()
     _attn_bwd_dq_kernel[(triton.cdiv(seqlen_q, bm), batch, n_heads)](
         q,
         k,

@@ -72,7 +72,9 @@ def _glu_fwd(a: torch.Tensor, b: torch.Tensor, act: int) -> torch.Tensor:
     return finish(y, a.dtype)
 
 
-def _glu_bwd(a: torch.Tensor, b: torch.Tensor, dy: torch.Tensor, act: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _glu_bwd(
+    a: torch.Tensor, b: torch.Tensor, dy: torch.Tensor, act: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     dy = dy.contiguous()
     da = empty_out(a.shape, a.dtype, a.device)
     db = empty_out(b.shape, b.dtype, b.device)

@@ -122,7 +122,9 @@ def _layer_norm_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: floa
     return finish(y, x.dtype).view(x.shape), x2, mean, rstd
 
 
-def _layer_norm_bwd(dy: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor):
+def _layer_norm_bwd(
+    dy: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
+):
     dy2 = _as_rows(dy)
     n_rows, n_cols = x2.shape
     dx = empty_out((n_rows, n_cols), x2.dtype, x2.device)

@@ -79,7 +79,11 @@ def _rms_norm_bwd_kernel(
         dh = dy * w[None, :]
         # dx = rstd * (dh - xhat * mean(dh * xhat)); the rounding of h is treated as identity.
         c = tl.sum(dh * xhat, axis=1) / n_cols
-        tl.store(DX + rows64[:, None] * stride_dx + cols[None, :], (dh - xhat * c[:, None]) * rstd[:, None], mask=mask)
+        tl.store(
+            DX + rows64[:, None] * stride_dx + cols[None, :],
+            (dh - xhat * c[:, None]) * rstd[:, None],
+            mask=mask,
+        )
         # dweight sees the rounded h, exactly as in the forward.
         dw_acc += dy * _round_to(xhat, ROUND)
     tl.store(DW_PART + pid * n_cols + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
@@ -156,7 +160,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
     return RMSNormFunction.apply(x, weight, eps)
 
 
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, upcast: bool = True) -> torch.Tensor:
+def rms_norm_reference(
+    x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, upcast: bool = True
+) -> torch.Tensor:
     if upcast:
         x32 = x.float()
         h = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
@@ -177,7 +183,11 @@ def examples(device: str, dtype: torch.dtype, seed: int) -> list[Example]:
         # Rows of different scales; weight near 1 as after training.
         x = torch.randn(shape, generator=g) * torch.rand((*shape[:-1], 1), generator=g).mul(3).add(0.1)
         w = 1.0 + 0.2 * torch.randn(shape[-1], generator=g)
-        out.append(Example((x.to(device=device, dtype=dtype), w.to(device=device, dtype=dtype)), label=f"x{list(shape)}"))
+        out.append(
+            Example(
+                (x.to(device=device, dtype=dtype), w.to(device=device, dtype=dtype)), label=f"x{list(shape)}"
+            )
+        )
     return out
 
 

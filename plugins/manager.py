@@ -15,7 +15,15 @@ from kernelnotes.plugins import hookspecs
 ENTRY_POINT_GROUP = "kernelnotes"
 
 # Built-in features are ordinary plugins registered from this tuple, exactly like third-party ones.
-DEFAULT_PLUGINS: tuple[str, ...] = ("kernelnotes.plugins.kernel_library",)
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "kernelnotes.plugins.kernel_library",
+    "kernelnotes.plugins.exec_snippets",
+    "kernelnotes.plugins.python_runner",
+    "kernelnotes.plugins.kernel_checker",
+    "kernelnotes.plugins.matplotlib_capture",
+    "kernelnotes.plugins.markdown_renderer",
+    "kernelnotes.plugins.runs_writer",
+)
 
 
 def get_plugin_manager(

@@ -49,8 +49,6 @@ def project(tmp_path: Path) -> Project:
 
 @pytest.fixture
 def index():  # type: ignore[no-untyped-def]
-    import sqlite_utils
-
     from kernelnotes.index import Index
 
-    return Index(sqlite_utils.Database(memory=True))
+    return Index(None)  # in memory

@@ -321,7 +321,7 @@ def test_notebook_title_tags_and_code_cells(project):
         ("import math\nprint(1)", 2, "python"),
         ("y = 2", 3, "python"),
     ]
-    assert n.snippets[1].attrs == {"exec": "on", "check": "selective_scan"}
+    assert n.snippets[1].attrs == {"exec": "on", "session": "notebook", "check": "selective_scan"}
     assert "并行扫描" in n.body and n.date == dt.datetime(2025, 2, 3)
 
 

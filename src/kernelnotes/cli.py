@@ -258,6 +258,123 @@ def render_skeleton(
     )
 
 
+@cli.command("run")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--changed", is_flag=True, help="Only notes changed in git (modified, staged or untracked).")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "auto"]),
+    default="auto",
+    show_default=True,
+    help="Device for blocks without device=; auto means cuda when present.",
+)
+@click.option(
+    "--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes."
+)
+@click.option("--report", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
+@click.option("--summary", type=click.Path(path_type=Path), help="Write a Markdown summary here.")
+@click.option("--force", is_flag=True, help="Run every block, even those with a fresh cached result.")
+@click.option(
+    "--timeout", default=30.0, show_default=True, help="Seconds per block unless the block sets timeout=."
+)
+@click.option("--shard", help="Run only shard K of N (K/N, 1-based), split by recorded duration.")
+@pass_ctx
+def run_cmd(
+    ctx: Context,
+    paths: tuple[Path, ...],
+    changed: bool,
+    device: str,
+    jobs: int,
+    report: Path | None,
+    summary: Path | None,
+    force: bool,
+    timeout: float,
+    shard: str | None,
+) -> None:
+    """Run the notes' exec="on" blocks, check them against the kernels, record the results."""
+    from rich.progress import Progress
+
+    from kernelnotes.pipeline import RunOptions
+    from kernelnotes.report import summary_markdown, write_junit
+    from kernelnotes.running import changed_paths, load_notes, make_pipeline, select_shard
+
+    settings = ctx.settings
+    index = ctx.index(refresh=True)
+    files = list(paths)
+    if changed:
+        files = changed_paths(settings.root, settings.notes_dir)
+        if not files:
+            ctx.err.print("no changed notes")
+            return
+    notes, problems = load_notes(settings, files)
+    for problem in problems:
+        ctx.err.print(f"[yellow]{escape(str(problem))}[/]")
+    options = RunOptions(device=device, timeout=timeout, jobs=jobs, force=force)
+    pipeline = make_pipeline(settings, index, options)
+    try:
+        if shard:
+            notes = select_shard(pipeline, notes, shard)
+        total = sum(len(pipeline.snippets(n)) for n in notes)
+        with Progress(console=ctx.err, transient=True, disable=not ctx.err.is_terminal) as progress:
+            task = progress.add_task("running snippets", total=total)
+            outcomes = pipeline.run(notes, progress=lambda o: progress.advance(task))
+    finally:
+        pipeline.close()
+    prefix = _notes_prefix(settings)
+    for o in outcomes:
+        if o.failed and o.result is not None:
+            first = (o.result.error or "check failed").strip().split("\n")[-1]
+            ctx.err.print(
+                f"[red]FAILED[/] {escape(prefix + o.note_path)}:{o.snippet.start_line}: {escape(first)}"
+            )
+    if report:
+        write_junit(outcomes, report, prefix)
+    if summary:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(summary_markdown(outcomes, prefix), encoding="utf-8")
+    failed = sum(o.failed for o in outcomes)
+    ctx.err.print(
+        f"{len(outcomes)} blocks: {len(outcomes) - failed} passed, {failed} failed, "
+        f"{pipeline.executed} executed, {sum(o.cached for o in outcomes)} cached"
+    )
+    if failed:
+        sys.exit(1)
+
+
+def _notes_prefix(settings: Settings) -> str:
+    try:
+        return settings.notes_dir.relative_to(settings.root).as_posix() + "/"
+    except ValueError:
+        return ""
+
+
+@cli.group("results")
+def results_group() -> None:
+    """Export or import recorded snippet results (a folder of JSON files)."""
+
+
+@results_group.command("export")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@pass_ctx
+def results_export(ctx: Context, folder: Path) -> None:
+    """Write the recorded results, one JSON file per note, into FOLDER."""
+    from kernelnotes.runs import RunStore
+
+    count = RunStore(ctx.index().db).export(folder)
+    ctx.err.print(f"exported {count} results to {folder}")
+
+
+@results_group.command("import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@pass_ctx
+def results_import(ctx: Context, folder: Path) -> None:
+    """Merge results exported elsewhere (e.g. by a GPU runner) into the index."""
+    from kernelnotes.runs import RunStore
+
+    count = RunStore(ctx.index().db).import_(folder)
+    ctx.err.print(f"imported {count} results from {folder}")
+
+
 @cli.command("plugins")
 @pass_ctx
 def plugins_cmd(ctx: Context) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,16 +135,45 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1,)
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Snippet results (see runs.py): one row per cache key and device."""
+    db.table("runs").create(
+        {
+            "key": str,
+            "device": str,
+            "device_class": str,
+            "note_path": str,
+            "snippet_idx": int,
+            "start_line": int,
+            "status": str,
+            "stdout": str,
+            "value": str,
+            "error": str,
+            "figures": str,
+            "check_name": str,
+            "check_cases": str,
+            "duration": float,
+            "versions": str,
+            "created_at": str,
+        },
+        pk=("key", "device"),
+    )
+    db.table("runs").create_index(["note_path", "snippet_idx", "created_at"])
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
 
 
 def open_db(path: str | Path | None) -> sqlite_utils.Database:
-    """Open (creating and migrating) the index at `path`; None means an in-memory database."""
+    """Open (creating and migrating) the index at `path`; None means an in-memory database.
+
+    The connection may be used from the pipeline's job threads, which serialise access with a lock.
+    """
     if path is None:
-        db = sqlite_utils.Database(memory=True)
+        db = sqlite_utils.Database(sqlite3.connect(":memory:", check_same_thread=False))
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite_utils.Database(path)
+        db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False))
         db.enable_wal()  # readers (kn search, mkdocs serve) do not block the indexer and vice versa
     migrate(db)
     return db
@@ -181,7 +211,7 @@ class Index:
         seen: set[str] = set()
         changed: list[tuple[str, Path, os.stat_result, bytes]] = []
         reparse_paths: set[str] = set()
-        for path, rel in _walk(notes_dir):
+        for path, rel in walk_notes(notes_dir):
             report.scanned += 1
             seen.add(rel)
             try:
@@ -466,7 +496,7 @@ class Index:
         return {t: self.db.table(t).count for t in ("notes", "tags", "categories", "snippets", "problems")}
 
 
-def _walk(notes_dir: Path) -> Iterator[tuple[Path, str]]:
+def walk_notes(notes_dir: Path) -> Iterator[tuple[Path, str]]:
     """Note files under `notes_dir` in a stable order, skipping hidden folders and checkpoints."""
     for dirpath, dirnames, filenames in os.walk(notes_dir):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) and d != "__pycache__")

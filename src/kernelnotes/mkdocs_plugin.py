@@ -1,8 +1,9 @@
 """The mkdocs plugin: a thin adapter that hands mkdocs' events to the core.
 
 Kept thin on purpose (mkdocs-material is in maintenance mode; this is the part a move to another
-site generator would replace). State lives on the plugin instance and is rebuilt on every
-`on_config`, so `mkdocs serve` rebuilds never see a previous build's state.
+site generator would replace). Per-build state is reset in `on_config`, so `mkdocs serve` rebuilds
+never see a previous build's results; only the worker processes live on between rebuilds, and they
+restart when the project's code changes and reset their namespaces for every session.
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from typing import Any
 from mkdocs.config import config_options as c
 from mkdocs.config.base import Config
 from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.exceptions import PluginError
 from mkdocs.plugins import BasePlugin
+from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
 
 from kernelnotes.index import Index
+from kernelnotes.inline import inline_results, report_markdown
 from kernelnotes.parse import IncludeResolver
-from kernelnotes.settings import DEFAULT_DB
+from kernelnotes.pipeline import Outcome, Pipeline, RunOptions
+from kernelnotes.running import load_notes, make_pipeline
+from kernelnotes.settings import DEFAULT_DB, load_settings
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
 
@@ -28,14 +35,25 @@ class KernelNotesConfig(Config):
     db = c.Type(str, default=DEFAULT_DB)
     snippets_dir = c.Type(str, default="snippets")
     plugins_dir = c.Optional(c.Type(str))
+    execute = c.Type(bool, default=True)  # False: show recorded results only, run nothing
+    strict = c.Type(bool, default=False)  # fail the build on any failed snippet, even without --strict
+    device = c.Choice(("cpu", "cuda", "auto"), default="auto")
+    jobs = c.Type(int, default=1)
+    timeout = c.Type(int, default=60)
+    report_page = c.Type(str, default="execution.md")
 
 
 class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def __init__(self) -> None:
-        self.index: Index | None = None
+        self.pipeline: Pipeline | None = None
+        self.outcomes: dict[str, list[Outcome]] = {}
+        self.serving = False
+
+    def on_startup(self, *, command: str, dirty: bool) -> None:
+        self.serving = command == "serve"
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig | None:
-        self.index = None  # fresh state for every build, including serve rebuilds
+        self.outcomes = {}  # fresh state for every build, including serve rebuilds
         return config
 
     def on_pre_build(self, config: MkDocsConfig) -> None:
@@ -43,17 +61,73 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if not self.config.enabled:
             return
         root = Path(config.config_file_path).parent
-        self.index = Index(root / self.config.db)
-        report = self.index.update(
-            Path(config.docs_dir), IncludeResolver(root, root / self.config.snippets_dir)
-        )
+        index = Index(root / self.config.db)
+        report = index.update(Path(config.docs_dir), IncludeResolver(root, root / self.config.snippets_dir))
         for problem in report.problems:
             # errors become warnings, so `mkdocs build --strict` fails on a broken note
             (log.warning if problem.severity == "error" else log.info)(str(problem))
 
-    def on_serve(self, server: Any, config: MkDocsConfig, builder: Any) -> Any:
-        """Rebuild when an included snippet file changes, not only when a note does."""
-        snippets = Path(config.config_file_path).parent / self.config.snippets_dir
-        if self.config.enabled and snippets.is_dir():
-            server.watch(str(snippets))
+    def on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
+        """Run every note's snippets up front (cached ones cost nothing) and add the report page."""
+        if not self.config.enabled:
+            return files
+        pipeline = self._pipeline(config)
+        notes, _ = load_notes(pipeline.settings)  # problems were reported by on_pre_build
+        outcomes = pipeline.run(notes)
+        for outcome in outcomes:
+            self.outcomes.setdefault(outcome.note_path, []).append(outcome)
+            if outcome.failed and outcome.result is not None:
+                first = (outcome.result.error or "check failed").strip().split("\n")[-1]
+                log.warning(f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {first}")
+        if self.config.report_page and not files.get_file_from_path(self.config.report_page):
+            files.append(File.generated(config, self.config.report_page, content=report_markdown(outcomes)))
+        return files
+
+    def on_page_markdown(
+        self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files
+    ) -> str | None:
+        outcomes = self.outcomes.get(page.file.src_uri)
+        if not outcomes or self.pipeline is None:
+            return markdown
+        return inline_results(markdown, page.file.src_uri, outcomes, self.pipeline.pm)
+
+    def on_post_build(self, *, config: MkDocsConfig) -> None:
+        failed = [o for group in self.outcomes.values() for o in group if o.failed]
+        if not self.serving:
+            self._close()
+        # Raised, not logged: `--strict -q` hides warnings, and a failed snippet must still fail it.
+        if failed and (self.config.strict or config.strict):
+            where = ", ".join(f"{o.note_path}:{o.snippet.start_line}" for o in failed[:10])
+            raise PluginError(f"{len(failed)} snippet(s) failed: {where}")
+
+    def on_serve(self, server: Any, *, config: MkDocsConfig, builder: Any) -> Any:
+        """Rebuild when a snippet file or a kernel changes, not only when a note does."""
+        root = Path(config.config_file_path).parent
+        for folder in (root / self.config.snippets_dir, root / "kernels"):
+            if self.config.enabled and folder.is_dir():
+                server.watch(str(folder))
         return server
+
+    def on_shutdown(self) -> None:
+        self._close()
+
+    def _pipeline(self, config: MkDocsConfig) -> Pipeline:
+        if self.pipeline is None:
+            settings = load_settings(
+                Path(config.config_file_path),
+                Path(config.docs_dir),
+                Path(config.config_file_path).parent / self.config.db,
+            )
+            options = RunOptions(
+                device=self.config.device,
+                timeout=float(self.config.timeout),
+                jobs=max(1, self.config.jobs),
+                execute=self.config.execute,
+            )
+            self.pipeline = make_pipeline(settings, Index(settings.db_path), options)
+        return self.pipeline
+
+    def _close(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None

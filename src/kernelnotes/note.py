@@ -30,6 +30,9 @@ class Snippet:
     end_line: int  # 1-based line of the closing fence
     code: str  # with includes resolved
     includes: tuple[Include, ...] = ()
+    # where each line of `code` comes from: ("", line) is the note itself, ("snippets/x.py", line) an
+    # include; tracebacks use it to name the note's own line numbers
+    source_map: tuple[tuple[str, int], ...] = ()
 
     @property
     def executable(self) -> bool:

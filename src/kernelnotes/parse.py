@@ -158,7 +158,7 @@ def parse_notebook(text: str, relpath: str, resolver: IncludeResolver) -> ParseR
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)
         if cell.get("cell_type") == "code":
-            attrs: dict[str, AttrValue] = {"exec": "on"}
+            attrs: dict[str, AttrValue] = {"exec": "on", "session": "notebook"}  # one kernel per notebook
             extra = (cell.get("metadata") or {}).get("kernelnotes") or {}
             attrs.update({str(k): v if isinstance(v, bool) else str(v) for k, v in extra.items()})
             snippets.append(Snippet(len(snippets), language, attrs, number, number, source))
@@ -383,9 +383,11 @@ def _extract_snippets(
             break
         body = [_dedent(line, indent) for line in lines[i + 1 : end]]
         language, attrs = parse_info(m["info"])
-        code, includes = _resolve_includes(body, first_line + i + 1, relpath, resolver, problems)
+        code, includes, source_map = _resolve_includes(body, first_line + i + 1, relpath, resolver, problems)
         snippets.append(
-            Snippet(len(snippets), language, attrs, first_line + i, first_line + end, code, includes)
+            Snippet(
+                len(snippets), language, attrs, first_line + i, first_line + end, code, includes, source_map
+            )
         )
         i = end + 1
     return snippets
@@ -398,8 +400,9 @@ def _dedent(line: str, indent: int) -> str:
 
 def _resolve_includes(
     body: list[str], first_line: int, relpath: str, resolver: IncludeResolver, problems: list[Problem]
-) -> tuple[str, tuple[Include, ...]]:
+) -> tuple[str, tuple[Include, ...], tuple[tuple[str, int], ...]]:
     out: list[str] = []
+    where: list[tuple[str, int]] = []
     includes: list[Include] = []
     in_block = False
     for offset, line in enumerate(body):
@@ -411,20 +414,24 @@ def _resolve_includes(
         spec = m["spec"] if m else (line.strip() if in_block and line.strip() else None)
         if spec is None:
             out.append(line)
+            where.append(("", lineno))
             continue
         indent = m["indent"] if m else ""
-        text, include = _read_include(spec, lineno, relpath, resolver, problems)
+        text, include, first = _read_include(spec, lineno, relpath, resolver, problems)
         includes.append(include)
         if text is None:
             out.append(line)  # keep the directive so the reader sees what was missing
+            where.append(("", lineno))
         else:
-            out.extend(indent + t if t else t for t in text.rstrip("\n").split("\n"))
-    return "\n".join(out), tuple(includes)
+            lines = text.rstrip("\n").split("\n")
+            out.extend(indent + t if t else t for t in lines)
+            where.extend((include.path, first + n) for n in range(len(lines)))
+    return "\n".join(out), tuple(includes), tuple(where)
 
 
 def _read_include(
     spec: str, lineno: int, relpath: str, resolver: IncludeResolver, problems: list[Problem]
-) -> tuple[str | None, Include]:
+) -> tuple[str | None, Include, int]:
     """Read `file`, `file:start:end` (1-based, inclusive) or `file:section` as pymdownx.snippets does."""
     name, _, selector = spec.partition(":")
     found = resolver.read(name)
@@ -437,15 +444,17 @@ def _read_include(
                 f"create {resolver.snippets_dir.name}/{Path(name).name} or fix the path",
             )
         )
-        return None, Include(spec, "", lineno)
+        return None, Include(spec, "", lineno), 0
     path, text, sha = found
+    first = 1
     if selector:
         lines = text.split("\n")
         start, _, stop = selector.partition(":")
         if start.isdigit() or stop.isdigit() or (not start and not stop):
-            lo = int(start) - 1 if start.isdigit() else 0
+            lo = max(int(start) - 1 if start.isdigit() else 0, 0)
             hi = int(stop) if stop.isdigit() else len(lines)
-            text = "\n".join(lines[max(lo, 0) : hi])
+            text = "\n".join(lines[lo:hi])
+            first = lo + 1
         else:
             section = _section(lines, start)
             if section is None:
@@ -457,9 +466,15 @@ def _read_include(
                         f"mark it with '# --8<-- [start:{start}]' and '# --8<-- [end:{start}]'",
                     )
                 )
-                return None, Include(spec, path, lineno, sha)
+                return None, Include(spec, path, lineno, sha), 0
             text = section
-    return text, Include(spec, path, lineno, sha)
+            first = (
+                next(
+                    i for i, line in enumerate(lines, 1) if SECTION.search(line) and f"start:{start}]" in line
+                )
+                + 1
+            )
+    return text, Include(spec, path, lineno, sha), first
 
 
 def _section(lines: list[str], name: str) -> str | None:

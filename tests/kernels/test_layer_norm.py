@@ -24,7 +24,9 @@ gpu = [
 
 def _grads(fn, args: tuple, kwargs: dict, seed: int) -> tuple[torch.Tensor, ...]:
     leaves = [
-        a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        a.detach().clone().requires_grad_(True)
+        if isinstance(a, torch.Tensor) and a.is_floating_point()
+        else a
         for a in args
     ]
     out = fn(*leaves, **kwargs)
@@ -95,13 +97,20 @@ def test_edge_cases() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
-@pytest.mark.parametrize("shape", [pytest.param((4096, 4097), marks=gpu), pytest.param((8, 3, 20_000), marks=gpu)])
+@pytest.mark.parametrize(
+    "shape", [pytest.param((4096, 4097), marks=gpu), pytest.param((8, 3, 20_000), marks=gpu)]
+)
 def test_gpu_large(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     tol = SPEC.tolerances[dtype_name(dtype)]
     x = torch.randn(shape, device="cuda").to(dtype)
-    w, b = (1 + 0.2 * torch.randn(shape[-1], device="cuda")).to(dtype), torch.randn(shape[-1], device="cuda").to(dtype)
+    w, b = (
+        (1 + 0.2 * torch.randn(shape[-1], device="cuda")).to(dtype),
+        torch.randn(shape[-1], device="cuda").to(dtype),
+    )
     args = (x, w, b)
-    assert_matches(SPEC.implementation(*args), SPEC.reference(*args), SPEC.reference(*args, upcast=False), tol)
+    assert_matches(
+        SPEC.implementation(*args), SPEC.reference(*args), SPEC.reference(*args, upcast=False), tol
+    )
     got = _grads(SPEC.implementation, args, {}, 0)
     gref = _grads(SPEC.reference, args, {"upcast": True}, 0)
     glow = _grads(SPEC.reference, args, {"upcast": False}, 0)

@@ -1,0 +1,123 @@
+"""Built-in plugin: renders a snippet's result as a pymdownx.details admonition after the block.
+
+Output and tracebacks go into fenced code blocks, so whatever a snippet prints (`<script>`
+included) is shown as text; figures are embedded as data-URI images, which cannot run scripts.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from typing import TYPE_CHECKING
+
+from kernelnotes.plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from kernelnotes.pipeline import Outcome
+    from kernelnotes.results import CheckCase, RunResult
+
+
+@hookimpl
+def render_result(outcome: Outcome) -> str:
+    result = outcome.result
+    if result is None:
+        return '!!! info "not run yet"\n    This block has no recorded result; run `kn run` or build the site with execution on.\n'
+    kind, title = _title(outcome, result)
+    body: list[str] = []
+    if result.stdout.strip():
+        body.append(_fence(result.stdout.rstrip("\n"), "text"))
+    if result.value:
+        body.append(_fence(result.value, "python"))
+    if result.error:
+        body.append(_fence(result.error, "pytb"))
+    if result.check:
+        body.append(_check_table(result.check_name, result.check))
+    body += [_figure(f.format, f.data) for f in result.figures]
+    body += [
+        f"*Also recorded on {html.escape(r.device)} ({r.created_at[:10]}): {r.status}, {r.duration:.2f} s*"
+        for r in outcome.others
+    ]
+    if not body:
+        body.append("*(no output)*")
+    opener = "!!!" if kind in {"failure", "warning"} else "???+"
+    return f'{opener} {kind} "{title}"\n\n' + "\n\n".join(_indent(b) for b in body) + "\n"
+
+
+def _title(outcome: Outcome, result: RunResult) -> tuple[str, str]:
+    where = f"{result.device_class or '?'}: {result.device}" if result.device else "?"
+    parts = [result.status, where, f"{result.duration:.2f} s"]
+    if outcome.stale:
+        parts.insert(0, "stale")
+        parts.append(f"recorded {result.created_at[:10]} for an earlier version of this code")
+        return "warning", _quote(" · ".join(parts))
+    if outcome.cached:
+        parts.append(f"cached {result.created_at[:16].replace('T', ' ')}")
+    return ("success" if result.ok else "failure"), _quote(" · ".join(parts))
+
+
+def _check_table(name: str, cases: list[CheckCase]) -> str:
+    passed = sum(c.ok for c in cases)
+    head = (
+        f"**check `{html.escape(name)}`: {passed}/{len(cases)} cases pass**\n\n"
+        "| case | dtype | shapes | max abs err | max rel err | tolerance | result | snippet ms | torch ms | Triton ms |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = []
+    for c in cases:
+        verdict = "pass" if c.ok else "**FAIL**" + (f" {_cell(c.message)}" if c.message else "")
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    _cell(c.label),
+                    c.dtype,
+                    _cell(c.shape),
+                    _num(c.max_abs),
+                    _num(c.max_rel),
+                    _num(c.bound),
+                    verdict,
+                    _ms(c.snippet_ms),
+                    _ms(c.reference_ms),
+                    _ms(c.kernel_ms),
+                ]
+            )
+            + " |"
+        )
+    return head + "\n" + "\n".join(rows)
+
+
+def _figure(fmt: str, data: str) -> str:
+    if fmt == "svg":
+        uri = "data:image/svg+xml;base64," + base64.b64encode(data.encode()).decode("ascii")
+    elif fmt == "png":
+        uri = "data:image/png;base64," + data
+    else:
+        return _fence(data, "text")
+    return f'<img class="kn-figure" alt="figure" src="{uri}">'
+
+
+def _fence(text: str, lang: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=2)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line if line else "" for line in text.split("\n"))
+
+
+def _quote(text: str) -> str:
+    return html.escape(text).replace('"', "&quot;")
+
+
+def _cell(text: str) -> str:
+    return html.escape(" ".join(str(text).split())).replace("|", "\\|")[:300]
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -1,0 +1,112 @@
+"""Built-in plugin: runs Python blocks in persistent worker processes (torch imported once each)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import TYPE_CHECKING
+
+from kernelnotes.plugins.hookspecs import hookimpl
+from kernelnotes.results import FAILED, RunResult
+from kernelnotes.worker import WorkerError, WorkerProcess
+
+if TYPE_CHECKING:
+    from kernelnotes.note import Note, Snippet
+    from kernelnotes.pipeline import Pipeline
+
+LANGUAGES = {"python", "py", "python3", "pycon"}
+STASH_KEY = "python-runner"
+
+
+@hookimpl
+def choose_runner(snippet: Snippet, pipeline: Pipeline) -> PythonRunner | None:
+    if snippet.language not in LANGUAGES:
+        return None
+    runner = pipeline.stash.get(STASH_KEY)
+    if runner is None:
+        runner = pipeline.stash[STASH_KEY] = PythonRunner(pipeline)
+    return runner
+
+
+class PythonRunner:
+    """A pool of `jobs` workers. A worker is replaced when it dies, times out, or when the project's
+    own code (kernels, plugins) changed since it started, so no stale module is ever served."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        options = pipeline.options
+        env = {"MPLBACKEND": "Agg", "PYTHONPATH": str(pipeline.settings.snippets_dir)}
+        if options.memory_limit_mb:
+            env["KERNELNOTES_MEMORY_LIMIT_MB"] = str(options.memory_limit_mb)
+        if pipeline.settings.plugins_dir:
+            env["KERNELNOTES_PLUGINS_DIR"] = str(pipeline.settings.plugins_dir)
+        self.workers: queue.Queue[WorkerProcess] = queue.Queue()
+        self.all = [WorkerProcess(env, cwd=pipeline.settings.root) for _ in range(max(1, options.jobs))]
+        for worker in self.all:
+            self.workers.put(worker)
+        self.project_hash = ""
+        self._lock = threading.Lock()
+
+    def run_session(self, note: Note, snippets: list[Snippet], pipeline: Pipeline) -> list[RunResult]:
+        self._restart_if_project_changed(pipeline)
+        worker = self.workers.get()
+        try:
+            return self._run(worker, note, snippets, pipeline)
+        finally:
+            self.workers.put(worker)
+
+    def _run(
+        self, worker: WorkerProcess, note: Note, snippets: list[Snippet], pipeline: Pipeline
+    ) -> list[RunResult]:
+        options = pipeline.options
+        results: list[RunResult] = []
+        display_path = _display_path(note, pipeline)
+        try:
+            # every session starts from a clean namespace, with snippet modules imported afresh
+            worker.request({"type": "reset", "purge_prefixes": [str(pipeline.settings.snippets_dir)]}, 60)
+        except WorkerError as exc:
+            return [
+                RunResult(status=FAILED, error=f"could not start the Python worker: {exc}") for _ in snippets
+            ]
+        for snippet in snippets:
+            timeout = float(snippet.attrs.get("timeout", options.timeout))
+            request = {
+                "type": "run",
+                "code": snippet.code,
+                "session": snippet.attrs.get("session") or f"block:{snippet.index}",
+                "index": snippet.index,
+                "path": display_path,
+                "start_line": snippet.start_line,
+                "source_map": [[p or display_path, line] for p, line in snippet.source_map],
+                "device": snippet.attrs.get("device", options.device),
+                "check": snippet.attrs.get("check"),
+                "bench": str(snippet.attrs.get("bench", "")).lower() in {"on", "true", "1"},
+                "output_limit": options.output_limit,
+            }
+            try:
+                reply = worker.request(request, timeout)
+                results.append(RunResult.from_dict(reply["result"]))
+            except WorkerError as exc:
+                # the session's state died with the worker: later blocks run in a fresh one
+                results.append(RunResult(status=FAILED, error=f"{exc}", duration=timeout))
+        return results
+
+    def _restart_if_project_changed(self, pipeline: Pipeline) -> None:
+        current = pipeline.project_hash
+        with self._lock:
+            if current != self.project_hash:
+                self.project_hash = current
+                for worker in self.all:
+                    if worker.alive:
+                        worker.close()
+
+    def close(self) -> None:
+        for worker in self.all:
+            worker.close()
+
+
+def _display_path(note: Note, pipeline: Pipeline) -> str:
+    notes_dir = pipeline.settings.notes_dir
+    try:
+        return (notes_dir / note.path).relative_to(pipeline.settings.root).as_posix()
+    except ValueError:
+        return note.path

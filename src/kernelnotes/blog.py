@@ -1,0 +1,383 @@
+"""The site's blog layer: what mkdocs-material's blog plugin gets wrong or does not check for our notes.
+
+Pure functions (`reading_time`, `validate_post`, `feed_description`, `ensure_excerpt_separator`)
+plus three thin helpers that the kernelnotes mkdocs plugin calls with mkdocs' own objects:
+
+- `exclude_invalid_posts(files, config)` in `on_files`: material's blog reads every post in its own
+  `on_files` (priority -50) and stops the build with a traceback on a quoted date, `2024/01/31`, a
+  missing date or `updated` without `created`. Run first (default priority 0), it leaves such a post
+  out of the build and returns one clear line per problem instead.
+- `hide_notebooks_from_blog(files)` / `show_notebooks(hidden)` around the blog's `on_files`: the blog
+  takes every page under `posts/` for a post and cannot read a notebook (no YAML front matter), so
+  notebooks there stay ordinary pages.
+- `prepare_post(page, markdown)` in `on_page_markdown`: sets a CJK-aware reading time, gives the RSS
+  plugin the real dates and a clean description, and makes sure the feed shows an excerpt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+import yaml
+
+from kernelnotes.parse import make_excerpt
+
+EXCERPT_SEPARATOR = "<!-- more -->"
+
+# Reading speeds. Material's blog counts a run of Chinese characters without spaces as one word, so a
+# 3000-character Chinese note "takes" a minute or two; these rates count each character instead.
+CJK_CHARS_PER_MINUTE = 400
+WORDS_PER_MINUTE = 200  # English words, numbers, inline code and inline formulas
+CODE_LINES_PER_MINUTE = 40  # code is skimmed line by line, not read word by word
+SECONDS_PER_DISPLAY_FORMULA = 10
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+_WORD = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:['’.\-][A-Za-z0-9\u00c0-\u024f]+)*")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})")
+_DISPLAY_MATH = re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.+?\\end\{\1\}", re.S)
+_INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)([^$\n]+?)(?<![\s\\])\$(?!\d)|\\\((.+?)\\\)")
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_INLINE_CODE = re.compile(r"`+([^`]+)`+")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading time
+
+
+def reading_time(markdown: str) -> int:
+    """Minutes to read a note (at least 1): CJK characters, English words and code counted apart.
+
+    Front matter, HTML comments and link targets are not read; a display formula counts a fixed
+    time, an inline formula or inline code one word.
+    """
+    text = _strip_front_matter(markdown)
+    prose, code_lines = _split_code(text)
+    prose = _HTML_COMMENT.sub(" ", prose)
+    prose, formulas = _DISPLAY_MATH.subn(" ", prose)
+    prose = _INLINE_MATH.sub(" formula ", prose)
+    prose = _LINK.sub(r"\1", prose)
+    prose = _HTML_TAG.sub(" ", prose)
+    cjk = len(_CJK.findall(prose))
+    words = len(_WORD.findall(_CJK.sub(" ", prose)))
+    minutes = (
+        cjk / CJK_CHARS_PER_MINUTE
+        + words / WORDS_PER_MINUTE
+        + code_lines / CODE_LINES_PER_MINUTE
+        + formulas * SECONDS_PER_DISPLAY_FORMULA / 60
+    )
+    return max(1, math.ceil(minutes - 0.05))  # 2.02 minutes reads as 2, not 3
+
+
+def _strip_front_matter(markdown: str) -> str:
+    match = _FRONT_MATTER.match(markdown)
+    return markdown[match.end() :] if match else markdown
+
+
+def _split_code(text: str) -> tuple[str, int]:
+    """The text outside fenced code blocks, and the number of non-blank lines inside them."""
+    prose: list[str] = []
+    code_lines = 0
+    fence = ""
+    for line in text.split("\n"):
+        if not fence:
+            match = _FENCE.match(line)
+            if match:
+                fence = match["fence"]
+            else:
+                prose.append(line)
+        elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+            fence = ""
+        elif line.strip():
+            code_lines += 1
+    return "\n".join(prose), code_lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation of a post's front matter, before material's blog reads it
+
+
+def read_front_matter(text: str) -> tuple[dict[str, Any] | None, str, str | None]:
+    """(metadata, front-matter text, error) parsed the way material's blog parses it (PyYAML SafeLoader).
+
+    SafeLoader matters: an impossible date such as `2024-13-45` makes it raise, and so the blog.
+    """
+    match = _FRONT_MATTER.match(text.lstrip("\ufeff"))
+    if not match:
+        return None, "", "no front matter"
+    front = match.group(1) or ""
+    try:
+        meta = yaml.load(front, yaml.SafeLoader) or {}
+    except (yaml.YAMLError, ValueError) as exc:
+        return None, front, " ".join(str(exc).split())
+    if not isinstance(meta, dict):
+        return None, front, "front matter is not a mapping of keys to values"
+    return meta, front, None
+
+
+def validate_post(
+    path: str,
+    meta: Mapping[str, Any] | None,
+    front_matter: str = "",
+    *,
+    allowed_categories: Iterable[str] = (),
+    error: str | None = None,
+) -> list[str]:
+    """One line per front-matter problem that would stop material's blog: `file:line: error: ...`.
+
+    `meta` is the parsed front matter (None when it could not be read, `error` says why);
+    `front_matter` is its text, used only to point at the line of the offending key.
+    """
+    problems: list[tuple[str, str, str]] = []  # (key, what is wrong, what to write instead)
+    if meta is None:
+        what = error or "no front matter"
+        if what == "no front matter":
+            problems.append(
+                ("", "a post needs front matter", "start the file with ---, date: YYYY-MM-DD, ---")
+            )
+        else:
+            problems.append(
+                ("", f"front matter is not valid YAML: {what}", "fix the YAML between the --- lines")
+            )
+        return [_line(path, front_matter, *p) for p in problems]
+
+    problems.extend(_check_date(meta))
+    for key, kind in (("draft", bool), ("pin", bool), ("readtime", int), ("slug", str)):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            example = {
+                "draft": "true or false",
+                "pin": "true or false",
+                "readtime": "a whole number of minutes",
+            }
+            hint = example.get(key, "text")
+            problems.append((key, f"{key} {value!r} is not {kind.__name__}", f"write {key}: {hint}"))
+    allowed = list(allowed_categories)
+    for key in ("categories", "tags", "authors"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.append((key, f"{key} {value!r} is not a list of names", f"write {key}: [a, b]"))
+        elif key == "categories" and allowed:
+            for name in value:
+                if name not in allowed:
+                    problems.append(
+                        (key, f"category {name!r} is not allowed", "use one of " + ", ".join(allowed))
+                    )
+    return [_line(path, front_matter, *p) for p in problems]
+
+
+def _check_date(meta: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    value = meta.get("date")
+    today = dt.date.today().isoformat()
+    if value is None:
+        return [("date", "date is missing", f"add date: {today}, unquoted YYYY-MM-DD")]
+    if isinstance(value, dict):
+        if "created" not in value or value["created"] is None:
+            return [("date", "date has no 'created'", f"add created: {today} under date:")]
+        return [p for key, v in value.items() for p in _check_one_date(f"date.{key}", v)]
+    return _check_one_date("date", value)
+
+
+def _check_one_date(key: str, value: Any) -> list[tuple[str, str, str]]:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return []
+    name = key.split(".")[-1]
+    if isinstance(value, str):
+        guess = _guess_date(value)
+        if guess and re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}([ T][\d:.]+)?\s*", value):
+            return [(key, f"{key} {value!r} is quoted, so it is text", f"write it unquoted: {name}: {guess}")]
+        if guess:
+            return [(key, f"{key} {value!r} is not a date", f"write {name}: {guess}")]
+    return [(key, f"{key} {value!r} is not a date", f"write {name}: YYYY-MM-DD, unquoted, e.g. 2025-03-14")]
+
+
+def _guess_date(value: str) -> str | None:
+    """`2024/01/31`, `2024.1.31`, `"2024-01-31"` -> "2024-01-31"; None when it is no real date."""
+    match = re.fullmatch(r"\s*(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?(?:[ T][\d:.]+)?\s*", value)
+    if not match:
+        return None
+    try:
+        return dt.date(*(int(g) for g in match.groups())).isoformat()
+    except ValueError:
+        return None
+
+
+def _line(path: str, front_matter: str, key: str, what: str, hint: str) -> str:
+    line = 0
+    top = key.split(".")[0]
+    if top:
+        for number, text in enumerate(front_matter.split("\n"), start=2):  # line 1 is the opening ---
+            if re.match(rf"{re.escape(top)}\s*:", text):
+                line = number
+                break
+    where = f"{path}:{line}" if line else path
+    return f"{where}: error: {what} ({hint}); the site leaves this note out"
+
+
+# --------------------------------------------------------------------------------------------------
+# Feed helpers
+
+
+def feed_description(markdown: str, description: str | None = None, limit: int = 300) -> str:
+    """Plain text for a feed item: the front-matter description, else the note's excerpt.
+
+    No H1, no code, no `$...$` / `$$...$$` (a feed reader shows them raw): inline math keeps its
+    TeX source without the dollars, display math is dropped, Markdown marks are removed.
+    """
+    text = description if description else make_excerpt(_strip_front_matter(markdown), limit)
+    text = _HTML_COMMENT.sub(" ", text)
+    text = _DISPLAY_MATH.sub(" ", text)
+    text = _INLINE_MATH.sub(lambda m: (m.group(1) or m.group(2) or "").strip(), text)
+    text = _LINK.sub(r"\1", text)
+    text = _INLINE_CODE.sub(r"\1", text)
+    text = _HTML_TAG.sub(" ", text)
+    text = re.sub(r"(\*\*|__|\*|~~|==)(\S.*?\S|\S)\1", r"\2", text)
+    text = re.sub(r"^\s{0,3}(#+|>|[-*+]|\d+\.)\s+", "", text, flags=re.M)
+    return " ".join(text.split())
+
+
+def ensure_excerpt_separator(markdown: str, limit: int = 300) -> str:
+    """Insert `<!-- more -->` after the first paragraphs (about `limit` characters) when it is missing.
+
+    Without it, material's blog puts the whole note on the home page. Short notes are left alone.
+    """
+    if EXCERPT_SEPARATOR in markdown:
+        return markdown
+    lines = markdown.split("\n")
+    fence = ""
+    size = 0
+    seen_h1 = False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if fence:
+            if stripped.startswith(fence) and not stripped.strip(fence[0]):
+                fence = ""
+            continue
+        match = _FENCE.match(line)
+        if match:
+            fence = match["fence"]
+            continue
+        if not seen_h1 and re.match(r"#\s", stripped):
+            seen_h1 = True
+            continue
+        if stripped and not stripped.startswith(("#", "<", "!!!", "???", "|", "$$")):
+            size += len(stripped)
+        elif not stripped and size >= limit:
+            if len("".join(lines[i:]).strip()) < limit:  # the rest is short: no "read more" needed
+                return markdown
+            return "\n".join([*lines[:i], "", EXCERPT_SEPARATOR, *lines[i:]])
+    return markdown
+
+
+# --------------------------------------------------------------------------------------------------
+# Glue for the kernelnotes mkdocs plugin (duck-typed on mkdocs' and material's objects)
+
+
+def _blog_config(config: Any) -> Mapping[str, Any] | None:
+    plugins = getattr(config, "plugins", None) or {}
+    blog = plugins.get("material/blog") if hasattr(plugins, "get") else None
+    return getattr(blog, "config", None) if blog is not None else None
+
+
+def _posts_prefix(config: Any) -> str | None:
+    blog = _blog_config(config)
+    if not blog or not blog.get("enabled", True):
+        return None
+    post_dir = str(blog.get("post_dir", "{blog}/posts")).format(blog=blog.get("blog_dir", "blog"))
+    return os.path.normpath(post_dir).replace(os.sep, "/") + "/"
+
+
+def exclude_invalid_posts(files: Any, config: Any) -> list[str]:
+    """Remove the posts material's blog would crash on from `files`; one line per problem.
+
+    Call from `on_files` of a plugin that runs before the blog (any priority above -50).
+    """
+    prefix = _posts_prefix(config)
+    if prefix is None:
+        return []
+    allowed = (_blog_config(config) or {}).get("categories_allowed") or ()
+    messages: list[str] = []
+    for file in list(files):
+        src = file.src_uri
+        if not (src.startswith(prefix) and src.endswith(".md")) or not file.abs_src_path:
+            continue
+        try:
+            with open(file.abs_src_path, encoding="utf-8-sig") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems = [
+                f"{os.path.relpath(file.abs_src_path)}: error: cannot read ({exc}); the site leaves this note out"
+            ]
+        else:
+            meta, front, error = read_front_matter(text)
+            problems = validate_post(
+                os.path.relpath(file.abs_src_path), meta, front, allowed_categories=allowed, error=error
+            )
+        if problems:
+            files.remove(file)
+            messages.extend(problems)
+    return messages
+
+
+def hide_notebooks_from_blog(files: Any, config: Any) -> list[Any]:
+    """Exclude notebooks under the posts folder for the blog's `on_files`; return them for `show_notebooks`.
+
+    Call between mkdocs-jupyter's `on_files` (priority 0) and the blog's (-50), e.g. at -40.
+    """
+    from mkdocs.structure.files import InclusionLevel  # only when mkdocs runs
+
+    prefix = _posts_prefix(config)
+    if prefix is None:
+        return []
+    hidden = []
+    for file in files:
+        if file.src_uri.startswith(prefix) and file.src_uri.endswith(".ipynb"):
+            hidden.append((file, file.inclusion))
+            file.inclusion = InclusionLevel.EXCLUDED
+    return hidden
+
+
+def show_notebooks(hidden: list[Any]) -> None:
+    """Undo `hide_notebooks_from_blog` after the blog's `on_files` (priority below -50, e.g. -60)."""
+    for file, inclusion in hidden:
+        file.inclusion = inclusion
+
+
+def _is_post(page: Any) -> bool:
+    try:
+        from material.plugins.blog.structure import Post
+    except ImportError:  # pragma: no cover - material is a dependency
+        return False
+    return isinstance(page, Post)
+
+
+def prepare_post(page: Any, markdown: str) -> str:
+    """Call from `on_page_markdown` (before the blog's, which runs at -50); returns the markdown.
+
+    For a blog post: reading time unless the note sets `readtime:`; `page.meta["date"]` as a mapping
+    with `created` and `updated` (the RSS plugin reads `date.created` / `date.updated` and would
+    otherwise fall back to the build time); a feed description without math or H1; an excerpt
+    separator when the note has none. Other pages pass through unchanged. Safe to call twice.
+    """
+    if not _is_post(page):
+        return markdown
+    meta: MutableMapping[str, Any] = page.meta
+    if meta.get("readtime") is None:
+        page.config.readtime = reading_time(markdown)
+    created = page.config.date.created
+    updated = page.config.date.get("updated") or created
+    meta["date"] = {**(meta["date"] if isinstance(meta.get("date"), dict) else {}), "created": created}
+    meta["date"]["updated"] = updated
+    rss = meta.get("rss") if isinstance(meta.get("rss"), dict) else {}
+    if not rss.get("feed_description"):
+        meta["rss"] = {**rss, "feed_description": feed_description(markdown, meta.get("description"))}
+    return ensure_excerpt_separator(markdown)

@@ -1,0 +1,170 @@
+"""The execution pipeline: which snippets run, what they depend on, and which results to show.
+
+Every stage goes through the plugin hooks (collect_snippets, choose_runner, store_result, and in the
+worker check_snippet and collect_figures), so the built-in Python runner and kernel checker are
+plugins like any other. One pipeline serves the CLI (`kn run`), the mkdocs plugin and pytest.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pluggy
+
+from kernelnotes.cache import KeyMaker, resolve_device_class
+from kernelnotes.index import Index
+from kernelnotes.note import Note, Snippet
+from kernelnotes.results import FAILED, RunResult
+from kernelnotes.runs import RunStore
+from kernelnotes.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    device: str = "auto"  # default for blocks without device=; "auto" = cuda when present
+    timeout: float = 30.0  # seconds per block unless timeout= says otherwise
+    output_limit: int = 200_000  # characters of output kept per block
+    memory_limit_mb: int = 0  # address-space limit of CPU workers (0 = none)
+    jobs: int = 1  # worker processes
+    force: bool = False  # run even when a fresh result is cached
+    execute: bool = True  # False: show recorded results only (fresh or stale), run nothing
+
+
+@dataclass
+class Outcome:
+    """A snippet with the result shown for it."""
+
+    note_path: str
+    snippet: Snippet
+    key: str
+    result: RunResult | None  # None: never run on this device class
+    cached: bool = False
+    stale: bool = False  # the result was computed for different code (e.g. an imported GPU result)
+    others: list[RunResult] = field(default_factory=list)  # newest results on other devices
+
+    @property
+    def failed(self) -> bool:
+        return self.result is not None and not self.stale and self.result.status == FAILED
+
+
+class Runner(Protocol):
+    """Executes the blocks of one session in order; returns one result per block."""
+
+    def run_session(self, note: Note, snippets: list[Snippet], pipeline: Pipeline) -> list[RunResult]: ...
+
+    def close(self) -> None: ...
+
+
+class Pipeline:
+    def __init__(
+        self, settings: Settings, index: Index, pm: pluggy.PluginManager, options: RunOptions
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.pm = pm
+        self.options = options
+        self.store = RunStore(index.db)
+        self.stash: dict[str, Any] = {}  # plugin state for this pipeline's lifetime (runners, workers)
+        self._lock = threading.Lock()  # sqlite connection and stash are shared by job threads
+        self.executed = 0
+        self.project_hash = ""
+
+    # ---- the public entry points ----------------------------------------------------------------
+
+    def run(self, notes: Iterable[Note], progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+        """Outcomes for every collected snippet of `notes`, executing what is not cached."""
+        keys = KeyMaker(self.settings.snippets_dir, self.options.device)
+        self.project_hash = keys.project_hash()  # runners restart workers when the project's code changed
+        work = [(note, group) for note in notes for group in self._sessions(self.snippets(note))]
+        if self.options.jobs > 1 and len(work) > 1:
+            with ThreadPoolExecutor(self.options.jobs) as pool:
+                chunks = list(pool.map(lambda item: self._run_group(item[0], item[1], keys, progress), work))
+        else:
+            chunks = [self._run_group(note, group, keys, progress) for note, group in work]
+        return sorted((o for chunk in chunks for o in chunk), key=lambda o: (o.note_path, o.snippet.index))
+
+    def snippets(self, note: Note) -> list[Snippet]:
+        found = [s for group in self.pm.hook.collect_snippets(note=note) for s in group or []]
+        return sorted({s.index: s for s in found}.values(), key=lambda s: s.index)
+
+    def close(self) -> None:
+        for value in self.stash.values():
+            close = getattr(value, "close", None)
+            if callable(close):
+                close()
+        self.stash.clear()
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sessions(snippets: list[Snippet]) -> list[list[Snippet]]:
+        """Blocks sharing a `session` run together in page order; any other block runs alone."""
+        groups: dict[str, list[Snippet]] = {}
+        for s in snippets:
+            session = s.attrs.get("session")
+            groups.setdefault(f"session:{session}" if session else f"block:{s.index}", []).append(s)
+        return sorted(groups.values(), key=lambda g: g[0].index)
+
+    def _run_group(
+        self, note: Note, group: list[Snippet], keys: KeyMaker, progress: Callable[[Outcome], None] | None
+    ) -> list[Outcome]:
+        group_keys = keys.keys(group)
+        classes = [resolve_device_class(str(s.attrs.get("device", self.options.device))) for s in group]
+        with self._lock:
+            cached = [self.store.fresh(k, c) for k, c in zip(group_keys, classes)]
+        run_now = self.options.execute and (self.options.force or any(r is None for r in cached))
+        if run_now:
+            results = self._execute(note, group)
+            for result, key in zip(results, group_keys):
+                result.key = key
+        outcomes = []
+        for i, (snippet, key) in enumerate(zip(group, group_keys)):
+            if run_now:
+                outcome = Outcome(note.path, snippet, key, results[i])
+                with self._lock:
+                    self.executed += 1
+                    self.pm.hook.store_result(outcome=outcome, pipeline=self)
+            elif cached[i] is not None:
+                outcome = Outcome(note.path, snippet, key, cached[i], cached=True)
+            else:
+                outcome = Outcome(note.path, snippet, key, None)
+            with self._lock:
+                latest = self.store.latest(note.path, snippet.index)
+            outcome.others = [
+                r for r in latest if outcome.result is None or r.device != outcome.result.device
+            ]
+            if outcome.result is None and outcome.others:
+                # nothing for this code here: show the newest recorded result, marked stale unless its key matches
+                outcome.result = outcome.others.pop(0)
+                outcome.stale = outcome.result.key != key
+            if progress is not None:
+                progress(outcome)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _execute(self, note: Note, group: list[Snippet]) -> list[RunResult]:
+        with self._lock:
+            runner = self.pm.hook.choose_runner(snippet=group[0], pipeline=self)
+        if runner is None:
+            message = f"no runner for language {group[0].language or '(none)'!r}; install a plugin that provides one"
+            return [RunResult(status=FAILED, error=message) for _ in group]
+        return list(runner.run_session(note, group, self))
+
+
+def note_files(notes_dir: Path, paths: Iterable[Path] = ()) -> list[Path]:
+    """Note files to run: the given files or folders (default: the whole notes folder)."""
+    from kernelnotes.index import NOTE_SUFFIXES, walk_notes
+
+    chosen = list(paths) or [notes_dir]
+    files: list[Path] = []
+    for path in chosen:
+        if path.is_dir():
+            files += [p for p, _ in walk_notes(path)]
+        elif path.suffix in NOTE_SUFFIXES:
+            files.append(path)
+    return sorted({p.resolve() for p in files})

@@ -1,0 +1,80 @@
+"""Glue shared by the front ends that run snippets: loading notes, building a pipeline, sharding."""
+
+from __future__ import annotations
+
+import subprocess
+import zlib
+from pathlib import Path
+
+from kernelnotes.index import Index
+from kernelnotes.note import Note
+from kernelnotes.parse import IncludeResolver, parse_file
+from kernelnotes.pipeline import Pipeline, RunOptions, note_files
+from kernelnotes.plugins.manager import get_plugin_manager
+from kernelnotes.problems import Problem
+from kernelnotes.settings import Settings
+
+
+def load_notes(settings: Settings, paths: list[Path] | None = None) -> tuple[list[Note], list[Problem]]:
+    """Parse the notes to run (all of them by default); unparseable files become problems."""
+    resolver = IncludeResolver(settings.root, settings.snippets_dir)
+    notes, problems = [], []
+    for path in note_files(settings.notes_dir, paths or []):
+        try:
+            rel = path.relative_to(settings.notes_dir).as_posix()
+        except ValueError:
+            rel = path.name
+        result = parse_file(path, rel, resolver)
+        problems += [p for p in result.problems if p.severity == "error"]
+        if result.note is not None:
+            notes.append(result.note)
+    return notes, problems
+
+
+def make_pipeline(settings: Settings, index: Index, options: RunOptions) -> Pipeline:
+    return Pipeline(settings, index, get_plugin_manager(settings.plugins_dir), options)
+
+
+def changed_paths(root: Path, notes_dir: Path) -> list[Path]:
+    """Notes that git reports as modified, staged or untracked."""
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", str(notes_dir)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    paths = [root / line[3:].split(" -> ")[-1].strip('"') for line in out.splitlines() if line.strip()]
+    return [p for p in paths if p.exists() and p.suffix in (".md", ".ipynb")]
+
+
+def select_shard(pipeline: Pipeline, notes: list[Note], shard: str) -> list[Note]:
+    """Notes of shard K of N: greedy balance by recorded duration (1 s when never run), whole notes
+    per shard so sessions stay together; deterministic for the same notes and recorded durations."""
+    k, n = _parse_shard(shard)
+    weights = []
+    for note in notes:
+        seconds = 0.0
+        for s in pipeline.snippets(note):
+            latest = pipeline.store.latest(note.path, s.index)
+            seconds += latest[0].duration if latest else 1.0
+        weights.append((seconds, note.path, note))
+    loads = [0.0] * n
+    chosen: list[Note] = []
+    # heaviest first, ties broken by path; each note goes to the least loaded shard (lowest index on ties)
+    for seconds, _path, note in sorted(weights, key=lambda w: (-w[0], zlib.crc32(w[1].encode()), w[1])):
+        target = min(range(n), key=lambda i: (loads[i], i))
+        loads[target] += seconds
+        if target == k - 1:
+            chosen.append(note)
+    return sorted(chosen, key=lambda note: note.path)
+
+
+def _parse_shard(shard: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {shard!r}: write K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard {shard!r}: K must be between 1 and N")
+    return k, n

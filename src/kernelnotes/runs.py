@@ -1,0 +1,114 @@
+"""The runs table: snippet results by cache key and device, and their JSON export/import.
+
+Results recorded on one machine (a GPU runner) can be exported to a folder of JSON files that a
+repository commits, and imported where the site is built, keeping the device and date they came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from kernelnotes.results import RunResult
+
+_JSON_FIELDS = {"figures": "figures", "check_cases": "check", "versions": "versions"}
+
+
+class RunStore:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self.table = db.table("runs")
+
+    def save(self, note_path: str, snippet_idx: int, start_line: int, result: RunResult) -> None:
+        row = self._row(note_path, snippet_idx, start_line, result.to_dict())
+        self.table.upsert(row, pk=("key", "device"))
+
+    def fresh(self, key: str, device_class: str) -> RunResult | None:
+        """The newest result computed for exactly this key on a device of this class."""
+        rows = list(
+            self.db.query(
+                "select * from runs where key = ? and device_class = ? order by created_at desc limit 1",
+                [key, device_class],
+            )
+        )
+        return self._result(rows[0]) if rows else None
+
+    def latest(self, note_path: str, snippet_idx: int) -> list[RunResult]:
+        """The newest result of a snippet per device, whatever code it was computed for."""
+        sql = """
+            select * from runs where note_path = ? and snippet_idx = ? and created_at = (
+                select max(created_at) from runs r2
+                where r2.note_path = runs.note_path and r2.snippet_idx = runs.snippet_idx and r2.device = runs.device)
+            order by device_class desc, device
+        """
+        return [self._result(r) for r in self.db.query(sql, [note_path, snippet_idx])]
+
+    def export(self, folder: Path) -> int:
+        """Write one JSON file per note with its newest result per snippet, key and device."""
+        folder.mkdir(parents=True, exist_ok=True)
+        by_note: dict[str, list[dict[str, Any]]] = {}
+        for row in self.db.query("select * from runs order by note_path, snippet_idx, device, created_at"):
+            by_note.setdefault(row["note_path"], []).append(self._export_row(row))
+        for note_path, rows in by_note.items():
+            name = note_path.replace("/", "__") + ".json"
+            (folder / name).write_text(
+                json.dumps({"note": note_path, "runs": rows}, ensure_ascii=False, indent=1, sort_keys=True)
+                + "\n",
+                encoding="utf-8",
+            )
+        return sum(len(r) for r in by_note.values())
+
+    def import_(self, folder: Path) -> int:
+        """Merge exported results; for the same key and device the newer one wins."""
+        count = 0
+        for path in sorted(folder.glob("*.json")):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            for row in data.get("runs", []):
+                existing = list(
+                    self.db.query(
+                        "select created_at from runs where key = ? and device = ?",
+                        [row["key"], row["device"]],
+                    )
+                )
+                if existing and existing[0]["created_at"] >= row["created_at"]:
+                    continue
+                self.table.upsert(
+                    self._row(data["note"], row["snippet_idx"], row["start_line"], row), pk=("key", "device")
+                )
+                count += 1
+        return count
+
+    def _row(self, note_path: str, snippet_idx: int, start_line: int, data: dict[str, Any]) -> dict[str, Any]:
+        row = {
+            "key": data["key"],
+            "device": data["device"],
+            "device_class": data["device_class"],
+            "note_path": note_path,
+            "snippet_idx": snippet_idx,
+            "start_line": start_line,
+            "status": data["status"],
+            "stdout": data["stdout"],
+            "value": data["value"],
+            "error": data["error"],
+            "check_name": data["check_name"],
+            "duration": data["duration"],
+            "created_at": data["created_at"],
+        }
+        for column, field in _JSON_FIELDS.items():
+            row[column] = json.dumps(
+                data.get(field) or ([] if field != "versions" else {}), ensure_ascii=False
+            )
+        return row
+
+    def _export_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        data = {k: v for k, v in row.items() if k not in _JSON_FIELDS and k != "note_path"}
+        for column, field in _JSON_FIELDS.items():
+            data[field] = json.loads(row[column])
+        return data
+
+    def _result(self, row: dict[str, Any]) -> RunResult:
+        data = self._export_row(row)
+        return RunResult.from_dict(data)

@@ -1,0 +1,121 @@
+"""The published site in headless Chromium: feed, pagination, math, code, tags, Chinese search, RSS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import re
+import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernelnotes.blog import read_front_matter
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.browser
+
+PER_PAGE = 10  # pagination_per_page in mkdocs.yml
+MATH_NOTE = "online-softmax-flashattention"  # a note with inline and display math and Python code
+
+
+def _published_notes() -> list[tuple[dt.date, str]]:
+    """(created, title) of every non-draft Markdown note, newest first: what the feed should list."""
+    notes = []
+    for path in (REPO / "notes" / "posts").glob("*.md"):
+        meta, _, _ = read_front_matter(path.read_text(encoding="utf-8"))
+        if not meta or meta.get("draft") is True:
+            continue
+        date = meta.get("date")
+        created = date.get("created") if isinstance(date, dict) else date
+        if isinstance(created, dt.date):
+            created = created.date() if isinstance(created, dt.datetime) else created
+            notes.append((created, str(meta.get("title", path.stem))))
+    return sorted(notes, key=lambda n: n[0], reverse=True)
+
+
+def _excerpts(page: Any) -> list[dict[str, str]]:
+    return page.eval_on_selector_all(
+        "article.md-post--excerpt",
+        """els => els.map(e => ({
+            title: (e.querySelector('.md-post__content h2') || {}).textContent || '',
+            date: e.querySelector('time').getAttribute('datetime'),
+            text: e.querySelector('.md-post__content').innerText,
+            more: (e.querySelector('.md-post__action a') || {}).textContent || '',
+            tags: e.querySelectorAll('.md-tag').length,
+        }))""",
+    )
+
+
+def test_home_lists_newest_notes_first_with_excerpts_and_pages(page: Any, base_url: str, artifacts: Path):
+    page.goto(base_url)
+    page.wait_for_selector("article.md-post--excerpt")
+    page.screenshot(path=str(artifacts / "home.png"), full_page=True)
+    first = _excerpts(page)
+    expected = _published_notes()
+    assert len(first) == min(PER_PAGE, len(expected))
+    dates = [e["date"] for e in first]
+    assert dates == sorted(dates, reverse=True)
+    assert [e["date"][:10] for e in first] == [d.isoformat() for d, _ in expected[:PER_PAGE]]
+    for excerpt in first:
+        assert len(excerpt["text"]) > 80, excerpt  # a real excerpt, not only the title
+        assert excerpt["more"].strip() == "继续阅读"
+        assert excerpt["tags"] > 0
+    if len(expected) > PER_PAGE:
+        page.click(".md-pagination a[href*='page/2']")
+        page.wait_for_url(re.compile(r"page/2/?$"))
+        second = _excerpts(page)
+        assert [e["date"][:10] for e in second] == [d.isoformat() for d, _ in expected[PER_PAGE : 2 * PER_PAGE]]
+        assert second[0]["date"] <= first[-1]["date"]
+
+
+def test_note_renders_math_code_and_tags(page: Any, base_url: str, artifacts: Path):
+    page.goto(base_url + MATH_NOTE + "/")
+    page.wait_for_selector(".arithmatex .katex")
+    page.wait_for_selector("button.md-clipboard")  # material's copy button on code blocks
+    page.screenshot(path=str(artifacts / "note.png"))
+    unrendered = page.eval_on_selector_all(".arithmatex", "els => els.filter(e => !e.querySelector('.katex')).length")
+    assert unrendered == 0
+    assert page.locator(".katex-display").count() > 0  # display math too
+    content = page.inner_text("article.md-content__inner")
+    assert "$$" not in content and "\\[" not in content
+    assert page.locator(".highlight code .k, .highlight code .kn").count() > 0  # Pygments keyword spans
+    tags = page.eval_on_selector_all(".md-tags a.md-tag", "els => els.map(e => e.getAttribute('href'))")
+    assert tags and all("tags/#tag:" in href for href in tags)
+    assert "分钟阅读时间" in page.inner_text(".md-sidebar--primary, .md-content")
+
+
+def test_tags_page_lists_the_tags(page: Any, base_url: str):
+    page.goto(base_url + "tags/")
+    ids = page.eval_on_selector_all("[id^='tag:']", "els => els.map(e => e.id)")
+    assert "tag:扩散模型" in ids and "tag:softmax" in ids
+    assert len(ids) >= 10
+
+
+def test_search_finds_a_note_by_a_two_character_chinese_word(page: Any, base_url: str):
+    page.goto(base_url)
+    page.click("label.md-header__button[for='__search']")
+    page.fill("input.md-search__input", "扩散")
+    page.wait_for_selector(".md-search-result__item")
+    titles = page.eval_on_selector_all(".md-search-result__item h1", "els => els.map(e => e.textContent)")
+    assert any("扩散" in t for t in titles), titles
+
+
+def test_rss_feed_parses_and_has_the_real_dates(page: Any, base_url: str):
+    page.goto(base_url)
+    feed_href = page.get_attribute("link[rel=alternate][type='application/rss+xml']", "href")
+    assert feed_href and feed_href.endswith("feed_rss_created.xml")
+    with urllib.request.urlopen(base_url + "feed_rss_created.xml", timeout=10) as response:
+        root = ET.fromstring(response.read())
+    items = root.findall("./channel/item")
+    got = [
+        (email.utils.parsedate_to_datetime(i.findtext("pubDate") or "").date(), i.findtext("title")) for i in items
+    ]
+    expected = _published_notes()[: len(items)]
+    assert [d for d, _ in got] == [d for d, _ in expected]
+    for item in items:
+        description = item.findtext("description") or ""
+        assert description and "$" not in description and not description.startswith("#")

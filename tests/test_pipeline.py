@@ -1,0 +1,367 @@
+"""The execution pipeline end to end: a real worker process, real kernels, the runs table."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+from kernelnotes.index import Index
+from kernelnotes.pipeline import RunOptions
+from kernelnotes.running import load_notes, make_pipeline
+from kernelnotes.settings import load_settings
+
+GOOD_SOFTMAX = """
+import torch
+
+def online_softmax(x):
+    x32 = x.float()
+    m = x32.amax(-1, keepdim=True)
+    e = (x32 - m).exp()
+    return (e / e.sum(-1, keepdim=True)).to(x.dtype)
+"""
+WRONG_SOFTMAX = """
+import torch
+
+def online_softmax(x):
+    return torch.softmax(x.float(), 0).to(x.dtype)  # wrong axis
+"""
+
+BLOCKS = {
+    "plain": 'import sys\nfrom helper import shout\nprint("printed")\nsys.stdout.write("written\\n")\nshout()\n6 * 7',
+    "session_a": "shared = 41",
+    "session_b": "shared + 1",
+    "alone": "shared",
+    "check_good": GOOD_SOFTMAX,
+    "check_wrong": WRONG_SOFTMAX,
+    "check_unknown": "def softmx(x):\n    return x",
+    "check_signature": "def softmax():\n    return None",
+    "check_dtype": "import torch\ndef softmax(x):\n    return torch.softmax(x.float(), -1)",
+    "syntax": "x = (1,\ny = 2",
+    "raises": "a = 1\nb = 0\nc = a / b",
+    "loop": "while True:\n    pass",
+    "exit": "import sys\nsys.exit(3)",
+    "segfault": "import ctypes\nctypes.string_at(0)",
+    "abort": "import os\nos.abort()",
+    "flood": 'print("x" * 100_000_000)',
+    "figure": "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2, 3])",
+    "script": 'print("<script>alert(1)</script>")',
+    "after": 'print("still running")',
+}
+ATTRS = {
+    "session_a": 'session="s"',
+    "session_b": 'session="s"',
+    "check_good": 'check="softmax:online_softmax"',
+    "check_wrong": 'check="softmax:online_softmax"',
+    "check_unknown": 'check="softmx"',
+    "check_signature": 'check="softmax"',
+    "check_dtype": 'check="softmax"',
+    "loop": 'timeout="3"',
+}
+
+
+def build_note(blocks: dict[str, str]) -> tuple[str, dict[str, int]]:
+    """A note with one exec block per entry; returns the text and each block's fence line."""
+    lines = ["---", "title: 执行测试", "date: 2025-01-01", "---", "", "# 执行测试", ""]
+    where = {}
+    for name, code in blocks.items():
+        where[name] = len(lines) + 1
+        lines += [
+            f'```python exec="on" {ATTRS.get(name, "")}'.rstrip(),
+            *code.strip("\n").split("\n"),
+            "```",
+            "",
+        ]
+    return "\n".join(lines), where
+
+
+def make(project, **options):
+    settings = load_settings(notes=project.notes, db=project.root / "kn.db", cwd=project.root)
+    pipeline = make_pipeline(settings, Index(settings.db_path), RunOptions(**{"timeout": 60, **options}))
+    return settings, pipeline
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    from .conftest import Project
+
+    project = Project(tmp_path_factory.mktemp("pipeline"))
+    project.snippet("helper.py", 'def shout():\n    print("from an imported function")\n')
+    text, where = build_note(BLOCKS)
+    project.note("exec.md", text)
+    project.note("other.md", '# 另一篇\n\n```bash exec="on"\necho hi\n```\n')
+    settings, pipeline = make(project, memory_limit_mb=0)
+    notes, _ = load_notes(settings)
+    try:
+        outcomes = pipeline.run(notes)
+    finally:
+        pipeline.close()
+    by_name = {
+        name: o
+        for o in outcomes
+        if o.note_path == "exec.md"
+        for name, line in where.items()
+        if o.snippet.start_line == line
+    }
+    other = [o for o in outcomes if o.note_path == "other.md"]
+    return by_name, other, where, pipeline
+
+
+def test_output_value_and_imported_function_output_are_captured(ran):
+    r = ran[0]["plain"].result
+    assert r.ok and r.stdout == "printed\nwritten\nfrom an imported function\n" and r.value == "42"
+    assert r.device_class == "cpu" and r.versions["torch"].startswith("2.")
+
+
+def test_sessions_share_a_namespace_and_other_blocks_do_not(ran):
+    assert ran[0]["session_b"].result.value == "42"
+    alone = ran[0]["alone"].result
+    assert not alone.ok and "NameError: name 'shared' is not defined" in alone.error
+
+
+def test_check_passes_for_a_correct_function_and_fails_for_a_wrong_one(ran):
+    good, wrong = ran[0]["check_good"].result, ran[0]["check_wrong"].result
+    assert good.ok and good.check_name == "softmax:online_softmax"
+    assert {c.dtype for c in good.check} == {"float32", "float16", "bfloat16"} and all(
+        c.ok for c in good.check
+    )
+    case = good.check[0]
+    assert (
+        case.max_abs is not None
+        and case.bound > 0
+        and case.snippet_ms is not None
+        and case.kernel_ms is not None
+    )
+    assert not wrong.ok and any(not c.ok for c in wrong.check) and not wrong.error
+
+
+def test_check_errors_are_clear(ran):
+    unknown = ran[0]["check_unknown"].result.error
+    assert "unknown kernel 'softmx'" in unknown and "softmax" in unknown and "flash_attention" in unknown
+    signature = ran[0]["check_signature"].result
+    assert not signature.ok and "raised TypeError" in signature.check[0].message
+    dtype = ran[0]["check_dtype"].result
+    assert not dtype.ok and any(
+        "returned dtype torch.float32, expected torch.float16" in c.message for c in dtype.check
+    )
+
+
+def test_errors_name_the_note_file_lines(ran):
+    by_name, _, where, _ = ran
+    syntax = by_name["syntax"].result.error
+    assert (
+        f'"notes/exec.md", line {where["syntax"] + 1}' in syntax
+        or f'exec.md", line {where["syntax"] + 2}' in syntax
+    )
+    assert "SyntaxError" in syntax
+    raises = by_name["raises"].result.error
+    assert f'exec.md", line {where["raises"] + 3}' in raises and "ZeroDivisionError" in raises
+    assert "worker_main" not in raises  # trimmed to the user's code
+
+
+def test_hang_exit_and_crashes_become_failed_results(ran):
+    by_name = ran[0]
+    assert "timed out after 3 s" in by_name["loop"].result.error
+    assert "sys.exit(3)" in by_name["exit"].result.error
+    assert "SIGSEGV" in by_name["segfault"].result.error
+    assert "SIGABRT" in by_name["abort"].result.error
+    after = by_name["after"].result
+    assert after.ok and after.stdout == "still running\n"  # nothing else is lost
+
+
+def test_huge_output_is_truncated_with_a_notice(ran):
+    r = ran[0]["flood"].result
+    assert r.ok and len(r.stdout) < 300_000 and "output truncated" in r.stdout
+
+
+def test_figure_is_captured_as_svg(ran):
+    (figure,) = ran[0]["figure"].result.figures
+    assert figure.format == "svg" and figure.data.lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_language_without_runner(ran):
+    (o,) = ran[1]
+    assert o.failed and "no runner for language 'bash'" in o.result.error
+
+
+def test_results_are_stored_and_rendered(ran):
+    by_name, _, _, pipeline = ran
+    rendered = pipeline.pm.hook.render_result(outcome=by_name["check_wrong"])
+    assert (
+        rendered.startswith('!!! failure "failed')
+        and "| case | dtype |" in rendered
+        and "**FAIL**" in rendered
+    )
+    script = pipeline.pm.hook.render_result(outcome=by_name["script"])
+    assert "```text\n    <script>alert(1)</script>" in script  # inside a code fence: shown, not run
+    figure = pipeline.pm.hook.render_result(outcome=by_name["figure"])
+    assert 'src="data:image/svg+xml;base64,' in figure
+
+
+# ---- the cache ------------------------------------------------------------------------------------
+
+
+def test_cache_reruns_exactly_what_changed(project):
+    project.snippet("inc.py", 'VALUE = "first"\n')
+    project.snippet("mod.py", 'def value():\n    return "module one"\n')
+    project.note(
+        "a.md",
+        textwrap.dedent("""
+        # A
+
+        ```python exec="on" session="s"
+        --8<-- "snippets/inc.py"
+        print(VALUE)
+        ```
+
+        ```python exec="on" session="s"
+        print(VALUE * 2)
+        ```
+
+        ```python exec="on"
+        from mod import value
+        print(value())
+        ```
+
+        ```python exec="on"
+        print("independent")
+        ```
+    """),
+    )
+    settings, pipeline = make(project)
+    try:
+
+        def run():
+            before = pipeline.executed
+            outcomes = pipeline.run(load_notes(settings)[0])
+            return pipeline.executed - before, [o.result.stdout.strip() for o in outcomes]
+
+        assert run() == (4, ["first", "firstfirst", "module one", "independent"])
+        assert run()[0] == 0  # nothing changed: nothing runs
+        project.snippet("inc.py", 'VALUE = "second"\n')
+        assert run() == (2, ["second", "secondsecond", "module one", "independent"])  # the session re-runs
+        project.snippet("mod.py", 'def value():\n    return "module two"\n')
+        executed, out = run()
+        assert executed == 1 and out[2] == "module two"  # and the worker did not serve the stale module
+    finally:
+        pipeline.close()
+
+
+def test_export_import_and_stale_marking(project, tmp_path):
+    project.note("a.md", '# A\n\n```python exec="on"\nprint("recorded")\n```\n')
+    settings, pipeline = make(project)
+    try:
+        pipeline.run(load_notes(settings)[0])
+        assert pipeline.store.export(tmp_path / "results") == 1
+    finally:
+        pipeline.close()
+    data = json.loads((tmp_path / "results" / "a.md.json").read_text())
+    assert data["note"] == "a.md" and data["runs"][0]["stdout"] == "recorded\n"
+    data["runs"][0]["device"], data["runs"][0]["device_class"] = "NVIDIA H100 80GB HBM3", "cuda"
+    (tmp_path / "results" / "a.md.json").write_text(json.dumps(data))
+    # a site built elsewhere, without execution, shows the imported result with its device
+    other_db = Index(tmp_path / "site.db")
+    settings2 = load_settings(notes=project.notes, db=tmp_path / "site.db", cwd=project.root)
+    viewer = make_pipeline(settings2, other_db, RunOptions(execute=False))
+    assert viewer.store.import_(tmp_path / "results") == 1
+    (o,) = viewer.run(load_notes(settings2)[0])
+    assert o.result.device == "NVIDIA H100 80GB HBM3" and not o.stale
+    project.note("a.md", '# A\n\n```python exec="on"\nprint("edited")\n```\n')
+    (o,) = viewer.run(load_notes(settings2)[0])
+    assert o.stale and o.result.stdout == "recorded\n"
+    assert viewer.pm.hook.render_result(outcome=o).startswith('!!! warning "stale')
+
+
+def test_memory_limit(project):
+    project.note("m.md", '# M\n\n```python exec="on"\nblob = bytearray(8 * 2**30)\n```\n')
+    settings, pipeline = make(project, memory_limit_mb=4096)
+    try:
+        (o,) = pipeline.run(load_notes(settings)[0])
+    finally:
+        pipeline.close()
+    assert o.failed and "MemoryError" in o.result.error
+
+
+def test_kn_run_writes_junit_and_exits_1_on_failure(project, monkeypatch):
+    from kernelnotes.cli import build_cli
+
+    project.note("ok.md", '# OK\n\n```python exec="on"\nprint(1)\n```\n')
+    project.note("bad.md", '# Bad\n\n\n```python exec="on"\nraise ValueError("boom")\n```\n')
+    monkeypatch.chdir(project.root)
+    runner = CliRunner()
+    args = ["--notes", "notes", "--db", "kn.db", "run", "--report", "junit.xml", "--summary", "summary.md"]
+    result = runner.invoke(build_cli(), args)
+    assert result.exit_code == 1, result.output
+    assert "FAILED notes/bad.md:4: ValueError: boom" in result.output
+    suite = ET.parse(project.root / "junit.xml").getroot()
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert set(cases) == {"notes/ok.md:3", "notes/bad.md:4"}
+    assert cases["notes/bad.md:4"].find("failure").get("message") == "ValueError: boom"
+    assert "| `notes/bad.md:4` | failed |" in (project.root / "summary.md").read_text()
+    again = runner.invoke(build_cli(), args[:5])
+    assert again.exit_code == 1 and "0 executed, 2 cached" in again.output
+
+
+def test_shards_cover_every_note_exactly_once(project):
+    from kernelnotes.running import select_shard
+
+    for i in range(7):
+        project.note(f"n{i}.md", f'# N{i}\n\n```python exec="on"\nprint({i})\n```\n')
+    settings, pipeline = make(project)
+    notes = load_notes(settings)[0]
+    shards = [select_shard(pipeline, notes, f"{k}/3") for k in (1, 2, 3)]
+    paths = sorted(n.path for shard in shards for n in shard)
+    assert paths == sorted(n.path for n in notes)
+    assert [len(s) for s in shards] == [3, 2, 2]
+    assert [n.path for n in select_shard(pipeline, notes, "2/3")] == [
+        n.path for n in shards[1]
+    ]  # deterministic
+    with pytest.raises(ValueError, match="K/N"):
+        select_shard(pipeline, notes, "x")
+
+
+def test_site_shows_passing_and_failing_checks(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "snippets").mkdir()
+    (tmp_path / "notes" / "index.md").write_text("# Home\n", encoding="utf-8")
+    good = f'```python exec="on" check="softmax:online_softmax"\n{GOOD_SOFTMAX.strip()}\n```'
+    wrong = f'```python exec="on" check="softmax:online_softmax"\n{WRONG_SOFTMAX.strip()}\n```'
+    out = '```python exec="on"\nprint("<script>alert(1)</script>")\n```'
+    (tmp_path / "notes" / "softmax.md").write_text(
+        f"# Softmax\n\n{good}\n\n{wrong}\n\n{out}\n", encoding="utf-8"
+    )
+    (tmp_path / "mkdocs.yml").write_text(
+        "site_name: t\ndocs_dir: notes\nplugins:\n  - kernelnotes\nmarkdown_extensions:\n  - admonition\n"
+        "  - tables\n  - pymdownx.details\n  - pymdownx.superfences\n",
+        encoding="utf-8",
+    )
+    env = {"PATH": "/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1", "KERNELNOTES_LOAD_PLUGINS": "0"}
+
+    def build(*flags):
+        return subprocess.run(
+            [sys.executable, "-m", "mkdocs", "build", "-f", str(tmp_path / "mkdocs.yml"), *flags],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+
+    result = build()
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = (tmp_path / "site" / "softmax" / "index.html").read_text(encoding="utf-8")
+    assert page.count("<table") == 2
+    assert "12/12 cases pass" in page and "FAIL" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    report = (tmp_path / "site" / "execution" / "index.html").read_text(encoding="utf-8")
+    assert "softmax.md" in report and "failed" in report and "passed" in report
+    # strict fails on the wrong snippet, also when -q hides warnings
+    strict = build("--strict", "-q")
+    assert strict.returncode != 0 and "snippet(s) failed: softmax.md:" in strict.stderr
+    assert "Traceback" not in strict.stderr
