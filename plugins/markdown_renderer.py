@@ -53,6 +53,8 @@ def _title(outcome: Outcome, result: RunResult) -> tuple[str, str]:
         return "warning", _quote(" · ".join(parts))
     if outcome.cached:
         parts.append(f"cached {result.created_at[:16].replace('T', ' ')}")
+    if outcome.expected_to_fail:
+        parts.insert(1, "expected to fail")
     return ("success" if result.ok else "failure"), _quote(" · ".join(parts))
 
 

@@ -66,7 +66,7 @@ def train_ddpg(n_steps=3000, batch=64, buffer_size=20000, noise=0.3, lr_actor=0.
     x = rng.uniform(-2, 2, 1)
     feats = lambda s, u: np.stack([s**2, s * u, u**2, np.ones_like(s)], 1)
     history = []
-    for t in range(n_steps):
+    for _ in range(n_steps):
         a = -k * x + noise * rng.standard_normal(1)           # behaviour policy = actor + Gaussian noise
         x_next, r = env_step(x, a, rng)
         buf[ptr] = (x[0], a[0], r[0], x_next[0])

@@ -1,6 +1,7 @@
 """Lowest common ancestor in a binary tree (used by notes/posts/lca-binary-tree.md)."""
 
 from collections import deque
+from itertools import pairwise
 
 
 class TreeNode:
@@ -87,7 +88,7 @@ def path_to(root, target):
             return path
         for child in (node.left, node.right):
             if child is not None:
-                stack.append((child, path + [child]))
+                stack.append((child, [*path, child]))
     return None
 
 
@@ -106,7 +107,7 @@ def lca_brute_force(root, p, q):
 def skewed_tree(depth, side="right"):
     """A chain 0 -> 1 -> ... -> depth-1 (a valid BST when side='right'); returns (root, list of nodes)."""
     nodes = [TreeNode(i) for i in range(depth)]
-    for a, b in zip(nodes, nodes[1:]):
+    for a, b in pairwise(nodes):
         setattr(a, side, b)
     return nodes[0], nodes
 

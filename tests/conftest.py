@@ -52,3 +52,6 @@ def index():  # type: ignore[no-untyped-def]
     from kernelnotes.index import Index
 
     return Index(None)  # in memory
+
+
+pytest_plugins = ["pytester"]

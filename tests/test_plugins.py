@@ -21,7 +21,16 @@ HOOKS = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, nam
 
 
 def test_hooks_are_found():
-    assert HOOKS == ["register_commands", "register_kernels"]
+    assert HOOKS == [
+        "check_snippet",
+        "choose_runner",
+        "collect_figures",
+        "collect_snippets",
+        "register_commands",
+        "register_kernels",
+        "render_result",
+        "store_result",
+    ]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -174,3 +183,168 @@ def test_installed_plugins_are_not_loaded_during_tests(monkeypatch):
     assert calls == []
     get_plugin_manager(load_entry_points=True)
     assert calls == ["kernelnotes"]
+
+
+# ---- pipeline hooks: tiny throwaway plugins, registered and unregistered in `finally` --------------
+
+
+class EchoRunner:
+    """Runs `echo` blocks without a worker: each block's result is its code."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run_session(self, note, snippets, pipeline):
+        from kernelnotes.results import RunResult
+
+        self.calls.append([s.index for s in snippets])
+        return [
+            RunResult(
+                status="passed",
+                stdout=s.code,
+                device="test",
+                device_class="cpu",
+                created_at="2026-01-01T00:00:00",
+            )
+            for s in snippets
+        ]
+
+    def close(self):
+        pass
+
+
+class EchoPlugin:
+    def __init__(self):
+        self.runner = EchoRunner()
+
+    @hookimpl
+    def choose_runner(self, snippet, pipeline):
+        return self.runner if snippet.language == "echo" else None
+
+
+def echo_pipeline(project, *plugins):
+    from kernelnotes.index import Index
+    from kernelnotes.pipeline import Pipeline, RunOptions
+    from kernelnotes.settings import load_settings
+
+    settings = load_settings(notes=project.notes, db=project.root / "kn.db", cwd=project.root)
+    pm = get_plugin_manager()
+    for plugin in plugins:
+        pm.register(plugin)
+    return settings, Pipeline(settings, Index(settings.db_path), pm, RunOptions())
+
+
+def notes_of(settings):
+    from kernelnotes.running import load_notes
+
+    return load_notes(settings)[0]
+
+
+def test_hook_choose_runner(project):
+    project.note(
+        "a.md", '# A\n\n```echo exec="on" session="x"\none\n```\n\n```echo exec="on" session="x"\ntwo\n```\n'
+    )
+    plugin = EchoPlugin()
+    settings, pipeline = echo_pipeline(project, plugin)
+    outcomes = pipeline.run(notes_of(settings))
+    assert [o.result.stdout for o in outcomes] == ["one", "two"] and plugin.runner.calls == [[0, 1]]
+    assert [o.cached for o in pipeline.run(notes_of(settings))] == [True, True]  # stored and found again
+
+
+def test_hook_collect_snippets(project):
+    class AlsoRunMarked:
+        @hookimpl
+        def collect_snippets(self, note):
+            return [s for s in note.snippets if s.attrs.get("run") is True]
+
+    project.note(
+        "a.md", '# A\n\n```echo run\nmarked\n```\n\n```echo\nplain\n```\n\n```echo exec="on"\nexec\n```\n'
+    )
+    settings, pipeline = echo_pipeline(project, EchoPlugin(), AlsoRunMarked())
+    assert [o.result.stdout for o in pipeline.run(notes_of(settings))] == ["marked", "exec"]
+
+
+def test_hook_store_result(project):
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        @hookimpl
+        def store_result(self, outcome, pipeline):
+            self.seen.append((outcome.note_path, outcome.snippet.index, outcome.result.status))
+
+    project.note("a.md", '# A\n\n```echo exec="on"\nx\n```\n')
+    recorder = Recorder()
+    settings, pipeline = echo_pipeline(project, EchoPlugin(), recorder)
+    pipeline.run(notes_of(settings))
+    pipeline.run(notes_of(settings))  # cached: nothing new to store
+    assert recorder.seen == [("a.md", 0, "passed")]
+
+
+def test_hook_render_result(project):
+    from kernelnotes.inline import inline_results
+
+    class Plain:
+        @hookimpl
+        def render_result(self, outcome):
+            return f"RESULT: {outcome.result.stdout}"
+
+    project.note("a.md", '# A\n\n- item\n\n    ```echo exec="on"\n    hello\n    ```\n\ntail\n')
+    settings, pipeline = echo_pipeline(project, EchoPlugin(), Plain())
+    outcomes = pipeline.run(notes_of(settings))
+    text = (project.notes / "a.md").read_text()
+    assert inline_results(text, "a.md", outcomes, pipeline.pm) == (
+        '# A\n\n- item\n\n    ```echo exec="on"\n    hello\n    ```\n\n    RESULT: hello\n\n\ntail\n'
+    )
+    # the built-in renderer answers when no other plugin does
+    assert pipeline.pm.hook.render_result(outcome=outcomes[0]) == "RESULT: hello"
+
+
+def test_show_output_replaces_the_block_and_show_source_hides_the_result(project):
+    from kernelnotes.inline import inline_results
+
+    project.note(
+        "a.md", '```echo exec="on" show="output"\nA\n```\n\n```echo exec="on" show="source"\nB\n```\n'
+    )
+    settings, pipeline = echo_pipeline(project, EchoPlugin())
+    outcomes = pipeline.run(notes_of(settings))
+    text = inline_results((project.notes / "a.md").read_text(), "a.md", outcomes, pipeline.pm)
+    assert '```echo exec="on" show="output"' not in text and '???+ success "passed' in text
+    assert text.count("???+ success") == 1 and '```echo exec="on" show="source"\nB\n```' in text
+
+
+def test_hook_collect_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pm = get_plugin_manager()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    (figures,) = [f for f in pm.hook.collect_figures() if f]
+    assert figures[0].format == "svg" and "<svg" in figures[0].data
+    assert plt.get_fignums() == []  # closed, so the next block starts clean
+
+
+def test_hook_check_snippet():
+    import torch
+
+    from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
+
+    spec = KernelSpec(
+        name="double",
+        reference=lambda x, upcast=True: (x.float() * 2).to(x.dtype),
+        implementation=lambda x: x * 2,
+        examples=lambda device, dtype, seed: [Example((torch.ones(3, 5, dtype=dtype),), label="ones")],
+        tolerances={"float32": Tolerance(1e-5, 1e-5), "float16": Tolerance(1e-2, 1e-2)},
+        dtypes=("float32", "float16"),
+        devices=("cpu",),
+    )
+    pm = get_plugin_manager()
+    good = pm.hook.check_snippet(function=lambda x: x + x, kernel=spec, device="cpu", bench=False)
+    assert [(c.dtype, c.shape, c.ok) for c in good] == [("float32", "3x5", True), ("float16", "3x5", True)]
+    bad = pm.hook.check_snippet(function=lambda x: x * 3, kernel=spec, device="cpu", bench=True)
+    assert not any(c.ok for c in bad) and bad[0].max_abs == 1.0
+    missing = pm.hook.check_snippet(function=lambda x: x, kernel=spec, device="cuda", bench=False)
+    assert not missing[0].ok and "does not run on cuda" in missing[0].message

@@ -322,8 +322,8 @@ def run_cmd(
         pipeline.close()
     prefix = _notes_prefix(settings)
     for o in outcomes:
-        if o.failed and o.result is not None:
-            first = (o.result.error or "check failed").strip().split("\n")[-1]
+        if o.failed:
+            first = o.failure_line()
             ctx.err.print(
                 f"[red]FAILED[/] {escape(prefix + o.note_path)}:{o.snippet.start_line}: {escape(first)}"
             )

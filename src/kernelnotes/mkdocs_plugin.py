@@ -76,9 +76,10 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         outcomes = pipeline.run(notes)
         for outcome in outcomes:
             self.outcomes.setdefault(outcome.note_path, []).append(outcome)
-            if outcome.failed and outcome.result is not None:
-                first = (outcome.result.error or "check failed").strip().split("\n")[-1]
-                log.warning(f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {first}")
+            if outcome.failed:
+                log.warning(
+                    f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {outcome.failure_line()}"
+                )
         if self.config.report_page and not files.get_file_from_path(self.config.report_page):
             files.append(File.generated(config, self.config.report_page, content=report_markdown(outcomes)))
         return files

@@ -48,8 +48,27 @@ class Outcome:
     others: list[RunResult] = field(default_factory=list)  # newest results on other devices
 
     @property
+    def expected_to_fail(self) -> bool:
+        """`expect="fail"` marks a block that demonstrates a failure (a deliberately wrong kernel)."""
+        return str(self.snippet.attrs.get("expect", "")).lower() == "fail"
+
+    @property
     def failed(self) -> bool:
-        return self.result is not None and not self.stale and self.result.status == FAILED
+        """Whether this block breaks the build: it failed, or it passed while expected to fail."""
+        if self.result is None or self.stale:
+            return False
+        return (self.result.status == FAILED) != self.expected_to_fail
+
+    def failure_line(self) -> str:
+        """One line saying why the block failed, for logs and CLI output."""
+        if self.result is None or not self.failed:
+            return ""
+        if self.expected_to_fail:
+            return 'passed, but it is marked expect="fail"'
+        if self.result.error:
+            return self.result.error.strip().split("\n")[-1]
+        bad = [c for c in self.result.check if not c.ok]
+        return f"check {self.result.check_name}: {len(bad)} of {len(self.result.check)} cases fail"
 
 
 class Runner(Protocol):

@@ -48,12 +48,7 @@ def write_junit(outcomes: Sequence[Outcome], path: Path, notes_prefix: str = "no
             ET.SubElement(case, "skipped", message="not run")
         elif o.failed:
             failed_cases = [c for c in r.check if not c.ok]
-            message = (
-                r.error.strip().split("\n")[-1]
-                if r.error
-                else (f"check {r.check_name}: {len(failed_cases)} of {len(r.check)} cases fail")
-            )
-            failure = ET.SubElement(case, "failure", message=message[:500])
+            failure = ET.SubElement(case, "failure", message=o.failure_line()[:500])
             failure.text = r.error or "\n".join(
                 f"{c.label} {c.dtype} {c.shape}: {c.message or c.max_abs}" for c in failed_cases
             )
@@ -65,7 +60,7 @@ def write_junit(outcomes: Sequence[Outcome], path: Path, notes_prefix: str = "no
 
 
 def summary_markdown(outcomes: Sequence[Outcome], notes_prefix: str = "notes/") -> str:
-    passed = sum(1 for o in outcomes if o.result and o.result.ok and not o.stale)
+    passed = sum(1 for o in outcomes if o.result and not o.stale and not o.failed)
     failed = sum(o.failed for o in outcomes)
     cached = sum(o.cached for o in outcomes)
     lines = [

@@ -97,7 +97,7 @@ def test_tags_page_lists_the_tags(page: Any, base_url: str):
 
 def test_search_finds_a_note_by_a_two_character_chinese_word(page: Any, base_url: str):
     page.goto(base_url)
-    page.click("label.md-header__button[for='__search']")
+    page.click("input.md-search__input")  # at 1280 px the search box sits in the header
     page.fill("input.md-search__input", "扩散")
     page.wait_for_selector(".md-search-result__item")
     titles = page.eval_on_selector_all(".md-search-result__item h1", "els => els.map(e => e.textContent)")
