@@ -19,3 +19,13 @@ def test_index_search_benchmark_quick_mode(capsys):
     found = int(rows[3][3].split("/")[0])
     assert found >= 15  # topic queries find notes (a few of the 24 topics may have no note among 60)
     assert "KernelNotes index and search" in capsys.readouterr().out
+
+
+def test_pipeline_benchmark_quick_mode():
+    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "benchmarks" / "pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = {name: (seconds, note) for name, seconds, note in module.main(["--quick"])}
+    assert 0 < rows["per-block overhead, warm worker"][0] < 1.0
+    assert rows["rebuild, nothing changed"][1] == "0 blocks executed"
+    assert rows["cold build (nothing cached)"][0] > 0 and "markdown-exec build" in rows

@@ -75,7 +75,8 @@ def test_home_lists_newest_notes_first_with_excerpts_and_pages(page: Any, base_u
 def test_note_renders_math_code_and_tags(page: Any, base_url: str, artifacts: Path):
     page.goto(base_url + MATH_NOTE + "/")
     page.wait_for_selector(".arithmatex .katex")
-    page.wait_for_selector("button.md-clipboard")  # material's copy button on code blocks
+    # material's copy button, added to each code block by its JavaScript (shown on hover)
+    page.wait_for_selector("pre button.md-clipboard", state="attached")
     page.screenshot(path=str(artifacts / "note.png"))
     unrendered = page.eval_on_selector_all(".arithmatex", "els => els.filter(e => !e.querySelector('.katex')).length")
     assert unrendered == 0

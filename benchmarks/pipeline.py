@@ -1,0 +1,168 @@
+"""Benchmark: the snippet pipeline against markdown-exec, side by side in one run.
+
+    python benchmarks/pipeline.py            # the repository's notes (several minutes)
+    python benchmarks/pipeline.py --quick    # a tiny generated site (the test suite runs this)
+
+Measures the warm worker's per-snippet overhead, a cold build (nothing cached), a rebuild with
+nothing changed, a build with the kernelnotes plugin switched off, a rebuild after editing one note,
+and — when markdown-exec is installed — the same notes built by markdown-exec, which executes every
+block in-process on every build. Each build is a fresh `mkdocs build` process, as CI and `serve` see it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "KERNELNOTES_LOAD_PLUGINS": "0", "MPLBACKEND": "Agg"}
+
+
+def build(config: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "-f", str(config), "-d", str(config.parent / "site")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=config.parent,
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"build of {config} failed:\n{proc.stderr[-3000:]}")
+    return seconds, proc.stderr
+
+
+def make_site(root: Path, quick: bool) -> None:
+    if quick:
+        (root / "notes" / "posts").mkdir(parents=True)
+        (root / "snippets").mkdir()
+        (root / "notes" / "index.md").write_text("# Home\n", encoding="utf-8")
+        for i in range(3):
+            blocks = "\n\n".join(
+                f'```python exec="on" session="s"\nx{j} = {j} * {i}\nprint(x{j})\n```' for j in range(4)
+            )
+            (root / "notes" / "posts" / f"n{i}.md").write_text(f"# Note {i}\n\n{blocks}\n", encoding="utf-8")
+        (root / "mkdocs.yml").write_text(
+            "site_name: bench\ndocs_dir: notes\nplugins:\n  - kernelnotes\nmarkdown_extensions:\n"
+            "  - admonition\n  - tables\n  - pymdownx.details\n  - pymdownx.superfences\n",
+            encoding="utf-8",
+        )
+    else:
+        shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
+        for name in ("notes", "snippets", "overrides"):
+            if (REPO / name).is_dir():
+                shutil.copytree(REPO / name, root / name)
+
+
+def variant(root: Path, name: str, replace: tuple[str, str]) -> Path:
+    text = (root / "mkdocs.yml").read_text(encoding="utf-8")
+    if replace[0] not in text:
+        raise RuntimeError(f"cannot make the {name} variant: {replace[0]!r} not in mkdocs.yml")
+    path = root / f"mkdocs-{name}.yml"
+    path.write_text(text.replace(replace[0], replace[1], 1), encoding="utf-8")
+    return path
+
+
+def snippet_overhead(n: int = 40) -> tuple[float, float]:
+    """Median and p90 per-block overhead (ms) of a warm worker beyond the block's own run time."""
+    from kernelnotes.index import Index
+    from kernelnotes.parse import IncludeResolver, parse_markdown
+    from kernelnotes.pipeline import RunOptions
+    from kernelnotes.running import make_pipeline
+    from kernelnotes.settings import load_settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "notes").mkdir()
+        settings = load_settings(notes=root / "notes", db=root / "kn.db", cwd=root)
+        pipeline = make_pipeline(settings, Index(None), RunOptions(force=True))
+        text = "\n\n".join(f'```python exec="on"\nvalue_{i} = {i} + 1\n```' for i in range(n))
+        note = parse_markdown(text, "bench.md", IncludeResolver(root, root)).note
+        assert note is not None
+        try:
+            pipeline.run([note])  # start the worker (imports torch once)
+            overheads = []
+            for _ in range(3):
+                start = time.perf_counter()
+                outcomes = pipeline.run([note])
+                wall = time.perf_counter() - start
+                own = sum(o.result.duration for o in outcomes if o.result)
+                overheads.append((wall - own) / n * 1e3)
+        finally:
+            pipeline.close()
+    return statistics.median(overheads), max(overheads)
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, float, str]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny generated site instead of the repository's notes"
+    )
+    args = parser.parse_args(argv)
+    rows: list[tuple[str, float, str]] = []
+    overhead, worst = snippet_overhead(10 if args.quick else 40)
+    rows.append(
+        ("per-block overhead, warm worker", overhead / 1e3, f"≤ 30 ms (worst of 3 runs {worst:.1f} ms)")
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_site(root, args.quick)
+        config = root / "mkdocs.yml"
+        cold, _ = build(config)
+        rows.append(("cold build (nothing cached)", cold, ""))
+        noop, log = build(config)
+        rows.append(
+            ("rebuild, nothing changed", noop, "0 blocks executed" if "snippet failed" not in log else "")
+        )
+        off = variant(root, "off", ("  - kernelnotes", "  - kernelnotes:\n      enabled: false"))
+        off_s, _ = build(off)
+        rows.append(
+            (
+                "build with kernelnotes switched off",
+                off_s,
+                f"rebuild / off = {noop / off_s:.2f} (target ≤ 1.2)",
+            )
+        )
+        note = sorted((root / "notes").rglob("*.md"))[-1]
+        note.write_text(
+            note.read_text(encoding="utf-8").replace('exec="on"', 'exec="on" title="edited"', 1),
+            encoding="utf-8",
+        )
+        one, _ = build(config)
+        rows.append((f"rebuild after editing {note.name}", one, ""))
+        try:
+            import markdown_exec  # noqa: F401
+        except ImportError:
+            rows.append(("markdown-exec build", float("nan"), "not installed: pip install markdown-exec"))
+        else:
+            peer = variant(root, "markdown-exec", ("  - kernelnotes", "  - markdown-exec"))
+            first, _ = build(peer)
+            second, _ = build(peer)
+            rows.append(("markdown-exec build", first, "executes every block in-process"))
+            rows.append(
+                (
+                    "markdown-exec rebuild, nothing changed",
+                    second,
+                    f"kernelnotes is {second / noop:.1f}x faster",
+                )
+            )
+    table = Table("measure", "seconds", "note", title="KernelNotes pipeline vs markdown-exec")
+    for name, seconds, note_text in rows:
+        table.add_row(name, f"{seconds:.3f}", note_text)
+    Console().print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
