@@ -247,7 +247,7 @@ class Worker:
 
     def _environment(self) -> dict[str, Any]:
         versions = {"python": platform.python_version()}
-        devices = {"cpu": platform.processor() or platform.machine() or "cpu"}
+        devices = {"cpu": _cpu_name()}
         try:
             import torch
 
@@ -255,6 +255,7 @@ class Worker:
             if torch.cuda.is_available():
                 devices["cuda"] = torch.cuda.get_device_name(0)
                 versions["cuda"] = str(torch.version.cuda)
+                versions["driver"] = _nvidia_driver()
         except ImportError:
             pass
         try:
@@ -275,6 +276,34 @@ class Worker:
         self.scratch.seek(0)
         data = self.scratch.read(100_000).decode("utf-8", "replace")
         return data
+
+
+def _nvidia_driver() -> str:
+    try:
+        import subprocess
+
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip().split("\n")[0]
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu_name() -> str:
+    """The CPU model as results record it, e.g. "AMD EPYC 9454 (2 cores)"."""
+    name = platform.processor() or platform.machine() or "cpu"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            name = next(
+                (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), name
+            )
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
 
 
 def _map_line(source_map: list[list[Any]], lineno: int, req: dict[str, Any]) -> tuple[str, int]:
