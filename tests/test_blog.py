@@ -216,6 +216,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Complete
     (posts / "slashes.md").write_text(_post("date: 2024/01/31", "斜杠日期"), encoding="utf-8")
     (posts / "missing.md").write_text("---\ntags: [softmax]\n---\n\n# 没有日期\n", encoding="utf-8")
     (posts / "updated.md").write_text(_post("date:\n  updated: 2024-02-01", "只有更新"), encoding="utf-8")
+    (posts / "draft.md").write_text(_post("date: 2024-05-07\ndraft: true", "草稿"), encoding="utf-8")
     (posts / "nb.ipynb").write_text(json.dumps(NOTEBOOK), encoding="utf-8")
     (root / "glue.py").write_text(GLUE, encoding="utf-8")
     (root / "mkdocs.yml").write_text(
@@ -261,6 +262,7 @@ def test_bad_posts_are_left_out_with_one_line_each_and_no_traceback(built):
         assert any(name in w for w in warnings), name
     assert (site / "good" / "index.html").exists()
     assert not (site / "quoted").exists()
+    assert not (site / "draft").exists()  # drafts are left out of `mkdocs build` (shown by serve)
 
 
 def test_notebook_under_posts_is_an_ordinary_page(built):

@@ -330,3 +330,10 @@ def test_broken_notebook_is_a_problem(project):
     path.write_text('{"cells": [', encoding="utf-8")
     r = parse_file(path, "x.ipynb", project.resolver())
     assert r.note is None and "not a valid notebook" in r.problems[0].message
+
+
+def test_notebook_string_date_is_not_a_quoted_date_warning(project):
+    path = project.notes / "d.ipynb"
+    path.write_text(notebook([{"cell_type": "markdown", "source": "# T"}], {"date": "2025-10-12"}), encoding="utf-8")
+    r = parse_file(path, "d.ipynb", project.resolver())
+    assert r.problems == [] and r.note.date == dt.datetime(2025, 10, 12)

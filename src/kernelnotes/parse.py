@@ -206,7 +206,10 @@ def _build_note(
     problems: list[Problem],
 ) -> Note:
     title = str(meta.get("title") or h1 or Path(relpath).stem)
-    created, updated = _parse_dates(meta.get("date"), relpath, problems)
+    date_problems: list[Problem] = []
+    created, updated = _parse_dates(meta.get("date"), relpath, date_problems)
+    # JSON has no date type: a notebook's ISO date string is the normal form, not a quoted date
+    problems += [p for p in date_problems if not (kind == "notebook" and p.severity == "warning")]
     return Note(
         path=relpath,
         kind=kind,

@@ -47,9 +47,6 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, root / name)
     site = root / "site"
-    if os.environ.get("KN_TMP_GLUE"):  # TEMPORARY shim, removed before hand-off
-        with open(root / "mkdocs.yml", "a", encoding="utf-8") as f:
-            f.write("\nhooks:\n  - /tmp/kn/glue_hooks.py\n")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "-f", str(root / "mkdocs.yml"), "-d", str(site)],
         cwd=root,  # pymdownx.snippets resolves includes against the working directory
