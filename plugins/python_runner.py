@@ -38,7 +38,11 @@ class PythonRunner:
         # Split the cores between the workers: torch's default of one thread per core in each of
         # `jobs` workers oversubscribes a small machine, and small-tensor blocks then run 8-30x slower.
         threads = str(max(1, (os.cpu_count() or 1) // max(1, options.jobs)))
-        env = {"MPLBACKEND": "Agg", "PYTHONPATH": str(pipeline.settings.snippets_dir), "OMP_NUM_THREADS": threads}
+        env = {
+            "MPLBACKEND": "Agg",
+            "PYTHONPATH": str(pipeline.settings.snippets_dir),
+            "OMP_NUM_THREADS": threads,
+        }
         if options.memory_limit_mb:
             env["KERNELNOTES_MEMORY_LIMIT_MB"] = str(options.memory_limit_mb)
         if pipeline.settings.plugins_dir:

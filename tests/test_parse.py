@@ -334,6 +334,8 @@ def test_broken_notebook_is_a_problem(project):
 
 def test_notebook_string_date_is_not_a_quoted_date_warning(project):
     path = project.notes / "d.ipynb"
-    path.write_text(notebook([{"cell_type": "markdown", "source": "# T"}], {"date": "2025-10-12"}), encoding="utf-8")
+    path.write_text(
+        notebook([{"cell_type": "markdown", "source": "# T"}], {"date": "2025-10-12"}), encoding="utf-8"
+    )
     r = parse_file(path, "d.ipynb", project.resolver())
     assert r.problems == [] and r.note.date == dt.datetime(2025, 10, 12)

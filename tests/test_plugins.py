@@ -320,7 +320,7 @@ def test_hook_collect_figures():
     import matplotlib.pyplot as plt
 
     pm = get_plugin_manager()
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
     (figures,) = [f for f in pm.hook.collect_figures() if f]
     assert figures[0].format == "svg" and "<svg" in figures[0].data

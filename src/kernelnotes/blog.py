@@ -375,9 +375,14 @@ def prepare_post(page: Any, markdown: str) -> str:
         page.config.readtime = reading_time(markdown)
     created = page.config.date.created
     updated = page.config.date.get("updated") or created
-    meta["date"] = {**(meta["date"] if isinstance(meta.get("date"), dict) else {}), "created": created}
-    meta["date"]["updated"] = updated
-    rss = meta.get("rss") if isinstance(meta.get("rss"), dict) else {}
+    previous = meta.get("date")
+    meta["date"] = {
+        **(previous if isinstance(previous, dict) else {}),
+        "created": created,
+        "updated": updated,
+    }
+    rss_meta = meta.get("rss")
+    rss: dict[str, Any] = rss_meta if isinstance(rss_meta, dict) else {}
     if not rss.get("feed_description"):
         meta["rss"] = {**rss, "feed_description": feed_description(markdown, meta.get("description"))}
     return ensure_excerpt_separator(markdown)

@@ -2,8 +2,8 @@
 
 The key covers the snippet's code with its includes resolved, its attributes and language, the key
 of the block before it in its session (so a change to an earlier block re-runs the later ones), the
-source of the project modules it imports (files under snippets/, and the kernelnotes package with
-kernels/ and plugins/ for `import kernelnotes...` or a `check=`), torch and triton versions and the
+source of the project modules it imports (files under snippets/; kernels/, plugins/ and the worker
+modules for `import kernelnotes...` or a `check=`), torch and triton versions and the
 device class. Peers that hash only the cell's text serve stale results after an included or
 imported file changes (Quarto #6793, MyST-NB #299/#621); this is the fix.
 """
@@ -21,17 +21,24 @@ from pathlib import Path
 
 from kernelnotes.note import Snippet
 
+# Core modules whose code shapes a result; the rest (CLI, index, site glue) cannot change one.
+_RESULT_MODULES = ("worker_main.py", "results.py", "kernelspec.py", "registry.py")
 
-def package_dirs() -> list[Path]:
-    """Folders of the kernelnotes package (core, plugins, kernels), found without importing kernels."""
-    dirs = []
-    for name in ("kernelnotes", "kernelnotes.plugins"):
+
+def result_sources() -> list[Path]:
+    """Project files a result can depend on: kernels/, plugins/ and the worker-side core modules.
+
+    Found without importing `kernelnotes.kernels` (which would import torch).
+    """
+    files: list[Path] = []
+    for name in ("kernelnotes.plugins", "kernelnotes.kernels"):
         spec = importlib.util.find_spec(name)
-        dirs += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    kernels = importlib.util.find_spec("kernelnotes.kernels")  # imports `kernelnotes`, not the kernels
-    if kernels and kernels.submodule_search_locations:
-        dirs += [Path(p) for p in kernels.submodule_search_locations]
-    return dirs
+        for folder in spec.submodule_search_locations or [] if spec else []:
+            files += [p for p in Path(folder).rglob("*.py") if "__pycache__" not in p.parts]
+    core = importlib.util.find_spec("kernelnotes")
+    for folder in core.submodule_search_locations or [] if core else []:
+        files += [Path(folder, m) for m in _RESULT_MODULES if Path(folder, m).is_file()]
+    return sorted(files)
 
 
 def cuda_present() -> bool:
@@ -100,10 +107,9 @@ class KeyMaker:
         return hashes
 
     def project_hash(self) -> str:
-        """Hash of the kernelnotes package sources: kernels, plugins and the checker live there."""
+        """Hash of the project code results depend on: kernels, plugins (the checker) and the worker."""
         if self._project is None:
-            files = sorted(p for d in package_dirs() for p in d.rglob("*.py") if "__pycache__" not in p.parts)
-            self._project = self._hash_files(files)
+            self._project = self._hash_files(result_sources())
         return self._project
 
     def _snippet_module_files(self, name: str) -> list[Path]:

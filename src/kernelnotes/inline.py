@@ -51,6 +51,10 @@ def report_markdown(outcomes: Sequence[Outcome], title: str = "代码执行报�
     executed = sum(1 for o in outcomes if o.result is not None and not o.cached and not o.stale)
     total = sum(o.result.duration for o in outcomes if o.result is not None)
     rows = [
+        "---",
+        "hide: [navigation, toc]",  # a wide table: use the whole page
+        "---",
+        "",
         f"# {title}",
         "",
         f"{len(outcomes)} blocks · {failed} failed · {executed} executed in this build · "

@@ -16,15 +16,17 @@ from mkdocs.config import config_options as c
 from mkdocs.config.base import Config
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
-from mkdocs.plugins import BasePlugin
+from mkdocs.plugins import BasePlugin, CombinedEvent, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
+from kernelnotes import blog
 from kernelnotes.index import Index
 from kernelnotes.inline import inline_results, report_markdown
 from kernelnotes.parse import IncludeResolver
 from kernelnotes.pipeline import Outcome, Pipeline, RunOptions
 from kernelnotes.running import load_notes, make_pipeline
+from kernelnotes.runs import RunStore
 from kernelnotes.settings import DEFAULT_DB, load_settings
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
@@ -41,6 +43,7 @@ class KernelNotesConfig(Config):
     jobs = c.Type(int, default=1)
     timeout = c.Type(int, default=60)
     report_page = c.Type(str, default="execution.md")
+    results_dir = c.Optional(c.Type(str))  # committed results (`kn results export`) merged at each build
 
 
 class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
@@ -48,6 +51,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.pipeline: Pipeline | None = None
         self.outcomes: dict[str, list[Outcome]] = {}
         self.serving = False
+        self._hidden_notebooks: list[Any] = []
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self.serving = command == "serve"
@@ -63,17 +67,28 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         root = Path(config.config_file_path).parent
         index = Index(root / self.config.db)
         report = index.update(Path(config.docs_dir), IncludeResolver(root, root / self.config.snippets_dir))
+        if self.config.results_dir and (root / self.config.results_dir).is_dir():
+            # results recorded elsewhere (a GPU runner), shown with their device and date
+            RunStore(index.db).import_(root / self.config.results_dir)
         for problem in report.problems:
             # errors become warnings, so `mkdocs build --strict` fails on a broken note
             (log.warning if problem.severity == "error" else log.info)(str(problem))
 
-    def on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
-        """Run every note's snippets up front (cached ones cost nothing) and add the report page."""
+    def _on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
+        """Leave out posts material's blog would crash on; run every note's snippets up front
+        (cached ones cost nothing) and add the execution report page."""
+        for message in blog.exclude_invalid_posts(files, config):
+            log.warning(message)  # --strict fails; serve goes on without the broken note
         if not self.config.enabled:
             return files
         pipeline = self._pipeline(config)
         notes, _ = load_notes(pipeline.settings)  # problems were reported by on_pre_build
+        before = pipeline.executed
         outcomes = pipeline.run(notes)
+        log.info(
+            f"kernelnotes: {len(outcomes)} blocks, {pipeline.executed - before} executed, "
+            f"{sum(o.cached for o in outcomes)} from cache"
+        )
         for outcome in outcomes:
             self.outcomes.setdefault(outcome.note_path, []).append(outcome)
             if outcome.failed:
@@ -84,13 +99,32 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             files.append(File.generated(config, self.config.report_page, content=report_markdown(outcomes)))
         return files
 
-    def on_page_markdown(
-        self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files
-    ) -> str | None:
+    # material's blog reads every page under posts/ as a post (priority -50) and cannot read a
+    # notebook: hide notebooks from it just before, and show them again just after.
+    @event_priority(-40)
+    def _hide_notebooks(self, files: Files, *, config: MkDocsConfig) -> None:
+        self._hidden_notebooks = blog.hide_notebooks_from_blog(files, config)
+
+    @event_priority(-60)
+    def _show_notebooks(self, files: Files, *, config: MkDocsConfig) -> None:
+        blog.show_notebooks(self._hidden_notebooks)
+        self._hidden_notebooks = []
+
+    on_files = CombinedEvent(_on_files, _hide_notebooks, _show_notebooks)
+
+    # Before every other plugin (the RSS plugin reads `date` in its own on_page_markdown, the blog
+    # reads the reading time at -50): reading time, feed dates and description, excerpt separator.
+    @event_priority(50)
+    def _prepare_post(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+        return blog.prepare_post(page, markdown)
+
+    def _inline_results(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
         outcomes = self.outcomes.get(page.file.src_uri)
         if not outcomes or self.pipeline is None:
             return markdown
         return inline_results(markdown, page.file.src_uri, outcomes, self.pipeline.pm)
+
+    on_page_markdown = CombinedEvent(_prepare_post, _inline_results)
 
     def on_post_build(self, *, config: MkDocsConfig) -> None:
         failed = [o for group in self.outcomes.values() for o in group if o.failed]

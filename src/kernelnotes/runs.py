@@ -47,10 +47,16 @@ class RunStore:
         return [self._result(r) for r in self.db.query(sql, [note_path, snippet_idx])]
 
     def export(self, folder: Path) -> int:
-        """Write one JSON file per note with its newest result per snippet, key and device."""
+        """Write one JSON file per note with each snippet's newest result per device."""
         folder.mkdir(parents=True, exist_ok=True)
         by_note: dict[str, list[dict[str, Any]]] = {}
-        for row in self.db.query("select * from runs order by note_path, snippet_idx, device, created_at"):
+        newest = """
+            select * from runs where created_at = (
+                select max(created_at) from runs r2 where r2.note_path = runs.note_path
+                and r2.snippet_idx = runs.snippet_idx and r2.device = runs.device)
+            order by note_path, snippet_idx, device
+        """
+        for row in self.db.query(newest):
             by_note.setdefault(row["note_path"], []).append(self._export_row(row))
         for note_path, rows in by_note.items():
             name = note_path.replace("/", "__") + ".json"

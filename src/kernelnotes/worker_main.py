@@ -77,6 +77,10 @@ class Worker:
         self.kernels: dict[str, Any] | None = None
         self.scratch = tempfile.TemporaryFile()
         self.environment = self._environment()
+        # Choose Triton's interpreter (no GPU) before any block can import triton: triton.language
+        # decorates its own helpers (tl.sum, tl.max, ...) at import time, and helpers decorated
+        # without TRITON_INTERPRET break every interpreted kernel later in this process.
+        import kernelnotes.kernels  # noqa: F401
 
     # ---- requests -------------------------------------------------------------------------------
 
@@ -176,11 +180,14 @@ class Worker:
                 frames.append(f'  File "{path}", line {line}, in {frame.name}\n    {text}')
             elif frames and not frame.filename.startswith(os.path.dirname(__file__)):
                 frames.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
-        return (
-            "Traceback (most recent call last):\n" + "\n".join(frames[-12:]) + "\n" + lines[0]
-            if frames
-            else lines[0]
-        )
+        if not frames:
+            # raised outside the block's own code (e.g. by a kernel during a check): show where
+            here = os.path.dirname(__file__)
+            tail = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(here)]
+            frames = [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in tail[-6:]]
+        if not frames:
+            return lines[0]
+        return "Traceback (most recent call last):\n" + "\n".join(frames[-12:]) + "\n" + lines[0]
 
     # ---- checks, figures, devices ---------------------------------------------------------------
 

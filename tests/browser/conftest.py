@@ -43,7 +43,7 @@ def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
     config = config.replace("  - kernelnotes:\n", "  - kernelnotes:\n      execute: false\n", 1)
     (root / "mkdocs.yml").write_text(config, encoding="utf-8")
-    for name in ("notes", "snippets", "overrides"):
+    for name in ("notes", "snippets", "overrides", "results"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, root / name)
     site = root / "site"

@@ -71,7 +71,9 @@ def test_home_lists_newest_notes_first_with_excerpts_and_pages(
         page.click(".md-pagination a[href*='page/2']")
         page.wait_for_url(re.compile(r"page/2/?$"))
         second = _excerpts(page)
-        assert [e["date"][:10] for e in second] == [d.isoformat() for d, _ in expected[PER_PAGE : 2 * PER_PAGE]]
+        assert [e["date"][:10] for e in second] == [
+            d.isoformat() for d, _ in expected[PER_PAGE : 2 * PER_PAGE]
+        ]
         assert second[0]["date"] <= first[-1]["date"]
 
 
@@ -81,7 +83,9 @@ def test_note_renders_math_code_and_tags(page: Any, base_url: str, artifacts: Pa
     # material's copy button, added to each code block by its JavaScript (shown on hover)
     page.wait_for_selector(".highlight button.md-code__button[data-md-type='copy']", state="attached")
     page.screenshot(path=str(artifacts / "note.png"))
-    unrendered = page.eval_on_selector_all(".arithmatex", "els => els.filter(e => !e.querySelector('.katex')).length")
+    unrendered = page.eval_on_selector_all(
+        ".arithmatex", "els => els.filter(e => !e.querySelector('.katex')).length"
+    )
     assert unrendered == 0
     assert page.locator(".katex-display").count() > 0  # display math too
     content = page.inner_text("article.md-content__inner")
@@ -90,6 +94,12 @@ def test_note_renders_math_code_and_tags(page: Any, base_url: str, artifacts: Pa
     tags = page.eval_on_selector_all(".md-tags a.md-tag", "els => els.map(e => e.getAttribute('href'))")
     assert tags and all("tags/#tag:" in href for href in tags)
     assert re.search(r"需要 \d+ 分钟阅读时间", page.content())  # in the post's sidebar
+    # the committed results (results/) are inlined after their blocks, with device and date
+    results = page.locator("details.success, details.failure, .admonition.warning")
+    assert results.count() >= 3
+    summary = page.inner_text("details.success summary, .admonition.warning .admonition-title")
+    assert re.search(r"(passed|stale).*cpu: .*\d+\.\d+ s", summary), summary
+    assert page.locator("text=cases pass").count() >= 1  # a check table
 
 
 def test_tags_page_lists_the_tags(page: Any, base_url: str):
@@ -116,10 +126,19 @@ def test_rss_feed_parses_and_has_the_real_dates(page: Any, base_url: str, site_d
         root = ET.fromstring(response.read())
     items = root.findall("./channel/item")
     got = [
-        (email.utils.parsedate_to_datetime(i.findtext("pubDate") or "").date(), i.findtext("title")) for i in items
+        (email.utils.parsedate_to_datetime(i.findtext("pubDate") or "").date(), i.findtext("title"))
+        for i in items
     ]
     expected = _published_notes(site_dir)[: len(items)]
     assert [d for d, _ in got] == [d for d, _ in expected]
     for item in items:
         description = item.findtext("description") or ""
         assert description and "$" not in description and not description.startswith("#")
+
+
+def test_notebook_page_renders_its_math(page: Any, base_url: str, site_dir: Path):
+    notebooks = sorted((site_dir.parent / "notes" / "posts").glob("*.ipynb"))
+    if not notebooks:
+        pytest.skip("no notebook under notes/posts/")
+    page.goto(base_url + f"posts/{notebooks[0].stem}/")
+    page.wait_for_selector(".jp-RenderedMarkdown .katex")  # KaTeX from assets/, no MathJax from a CDN

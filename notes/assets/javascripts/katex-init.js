@@ -1,6 +1,8 @@
 // Renders the math that pymdownx.arithmatex (generic mode) leaves in `.arithmatex` elements:
 // inline as \( ... \), display as \[ ... \]. KaTeX and auto-render are served from assets/katex.
-// Only `.arithmatex` elements are scanned, so a "$" in prose or code is never touched.
+// Only `.arithmatex` elements are scanned, so a "$" in prose or code is never touched. Notebook pages
+// (mkdocs-jupyter) keep their math as $...$ in markdown cells; those cells are rendered here too,
+// so notebooks need no MathJax from a CDN either.
 (function () {
   "use strict";
 
@@ -13,6 +15,17 @@
           { left: "\\[", right: "\\]", display: true },
         ],
         throwOnError: false, // a bad formula shows in red instead of breaking the page
+      });
+    });
+    root.querySelectorAll(".jupyter-wrapper .jp-RenderedMarkdown").forEach(function (el) {
+      renderMathInElement(el, {
+        delimiters: [
+          { left: "$$", right: "$$", display: true },
+          { left: "$", right: "$", display: false },
+          { left: "\\(", right: "\\)", display: false },
+          { left: "\\[", right: "\\]", display: true },
+        ],
+        throwOnError: false,
       });
     });
   }
