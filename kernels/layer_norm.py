@@ -12,13 +12,15 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels._common import (
+    as_rows,
+    empty_out,
+    finish,
+    num_warps,
+    reduction_programs,
+    row_blocks,
+)
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
-
-# A row is held in one block; beyond this the registers spill (Liger uses the same bound).
-MAX_FUSED_SIZE = 65536
-# Elements per program the row-batched kernels aim for (several short rows per program).
-_TILE_ELEMENTS = 4096
 
 
 @triton.jit
@@ -83,41 +85,17 @@ def _layer_norm_bwd_kernel(
     tl.store(DB_PART + pid * n_cols + cols, tl.sum(db_acc, axis=0), mask=col_ok)
 
 
-def _as_rows(x: torch.Tensor) -> torch.Tensor:
-    """A 2-D (rows, cols) view with unit column stride, copying only when no such view exists."""
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
-
-
-def _blocks(n_rows: int, n_cols: int) -> tuple[int, int]:
-    block_n = next_pow2(n_cols)
-    if block_n > MAX_FUSED_SIZE:
-        raise ValueError(f"layer_norm supports rows of at most {MAX_FUSED_SIZE} elements, got {n_cols}")
-    return max(1, min(next_pow2(n_rows), _TILE_ELEMENTS // block_n, 16)), block_n
-
-
-def _num_warps(elements: int) -> int:
-    return 4 if elements <= 2048 else (8 if elements <= 8192 else 16)
-
-
-def _num_programs(x: torch.Tensor) -> int:
-    """How many programs share the rows in the backward (each writes one dweight/dbias partial)."""
-    if INTERPRET or x.device.type != "cuda":
-        return 4  # each interpreted program costs ~1 ms; a few long ones are cheapest
-    return torch.cuda.get_device_properties(x.device).multi_processor_count
-
-
 def _layer_norm_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float):
-    x2 = _as_rows(x)
+    x2 = as_rows(x)
     n_rows, n_cols = x2.shape
     y = empty_out((n_rows, n_cols), x.dtype, x.device)
     mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     if n_rows:
-        block_m, block_n = _blocks(n_rows, n_cols)
+        block_m, block_n = row_blocks(n_rows, n_cols, "layer_norm")
         _layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_m),)](
             x2, w, b, y, mean, rstd, n_rows, n_cols, x2.stride(0), y.stride(0), eps,
-            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_num_warps(block_m * block_n),
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps(block_m * block_n),
         )  # fmt: skip
     return finish(y, x.dtype).view(x.shape), x2, mean, rstd
 
@@ -125,18 +103,18 @@ def _layer_norm_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: floa
 def _layer_norm_bwd(
     dy: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
 ):
-    dy2 = _as_rows(dy)
+    dy2 = as_rows(dy)
     n_rows, n_cols = x2.shape
     dx = empty_out((n_rows, n_cols), x2.dtype, x2.device)
-    block_m, block_n = _blocks(n_rows, n_cols)
-    rows_per_program = triton.cdiv(n_rows, min(_num_programs(x2), n_rows))
+    block_m, block_n = row_blocks(n_rows, n_cols, "layer_norm")
+    rows_per_program = triton.cdiv(n_rows, min(reduction_programs(x2), n_rows))
     n_programs = triton.cdiv(n_rows, rows_per_program)
     dw_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
     db_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
     _layer_norm_bwd_kernel[(n_programs,)](
         x2, w, dy2, mean, rstd, dx, dw_part, db_part,
         n_rows, n_cols, x2.stride(0), dy2.stride(0), dx.stride(0), rows_per_program,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=_num_warps(block_m * block_n),
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps(block_m * block_n),
     )  # fmt: skip
     return finish(dx, x2.dtype).view(dy.shape), dw_part.sum(0).to(w.dtype), db_part.sum(0).to(w.dtype)
 

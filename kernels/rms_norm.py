@@ -12,11 +12,16 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels._common import (
+    as_rows,
+    empty_out,
+    finish,
+    num_warps,
+    reduction_programs,
+    row_blocks,
+)
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
-MAX_FUSED_SIZE = 65536
-_TILE_ELEMENTS = 4096
 # How the normalised row is rounded before the weight multiply (the input dtype's precision).
 _ROUND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -89,43 +94,20 @@ def _rms_norm_bwd_kernel(
     tl.store(DW_PART + pid * n_cols + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
 
 
-def _as_rows(x: torch.Tensor) -> torch.Tensor:
-    """A 2-D (rows, cols) view with unit column stride, copying only when no such view exists."""
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
-
-
-def _blocks(n_rows: int, n_cols: int) -> tuple[int, int]:
-    block_n = next_pow2(n_cols)
-    if block_n > MAX_FUSED_SIZE:
-        raise ValueError(f"rms_norm supports rows of at most {MAX_FUSED_SIZE} elements, got {n_cols}")
-    return max(1, min(next_pow2(n_rows), _TILE_ELEMENTS // block_n, 16)), block_n
-
-
-def _num_warps(elements: int) -> int:
-    return 4 if elements <= 2048 else (8 if elements <= 8192 else 16)
-
-
-def _num_programs(x: torch.Tensor) -> int:
-    if INTERPRET or x.device.type != "cuda":
-        return 4  # each interpreted program costs ~1 ms; a few long ones are cheapest
-    return torch.cuda.get_device_properties(x.device).multi_processor_count
-
-
 class RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         weight = weight.contiguous()
-        x2 = _as_rows(x)
+        x2 = as_rows(x)
         n_rows, n_cols = x2.shape
         y = empty_out((n_rows, n_cols), x.dtype, x.device)
         rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-        block_m, block_n = _blocks(n_rows, n_cols)
+        block_m, block_n = row_blocks(n_rows, n_cols, "rms_norm")
         if n_rows:
             _rms_norm_fwd_kernel[(triton.cdiv(n_rows, block_m),)](
                 x2, weight, y, rstd, n_rows, n_cols, x2.stride(0), y.stride(0), eps,
                 ROUND=_ROUND[x.dtype], BLOCK_M=block_m, BLOCK_N=block_n,
-                num_warps=_num_warps(block_m * block_n),
+                num_warps=num_warps(block_m * block_n),
             )  # fmt: skip
         ctx.save_for_backward(x2, weight, rstd)
         return finish(y, x.dtype).view(x.shape)
@@ -136,17 +118,17 @@ class RMSNormFunction(torch.autograd.Function):
         n_rows, n_cols = x2.shape
         if n_rows == 0:
             return torch.zeros_like(dy), torch.zeros_like(weight), None
-        dy2 = _as_rows(dy)
+        dy2 = as_rows(dy)
         dx = empty_out((n_rows, n_cols), x2.dtype, x2.device)
-        block_m, block_n = _blocks(n_rows, n_cols)
-        rows_per_program = triton.cdiv(n_rows, min(_num_programs(x2), n_rows))
+        block_m, block_n = row_blocks(n_rows, n_cols, "rms_norm")
+        rows_per_program = triton.cdiv(n_rows, min(reduction_programs(x2), n_rows))
         n_programs = triton.cdiv(n_rows, rows_per_program)
         dw_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
         _rms_norm_bwd_kernel[(n_programs,)](
             x2, weight, dy2, rstd, dx, dw_part,
             n_rows, n_cols, x2.stride(0), dy2.stride(0), dx.stride(0), rows_per_program,
             ROUND=_ROUND[x2.dtype], BLOCK_M=block_m, BLOCK_N=block_n,
-            num_warps=_num_warps(block_m * block_n),
+            num_warps=num_warps(block_m * block_n),
         )  # fmt: skip
         return finish(dx, x2.dtype).view(dy.shape), dw_part.sum(0).to(weight.dtype), None
 

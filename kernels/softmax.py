@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import empty_out, finish, next_pow2
+from kernelnotes.kernels._common import TILE_ELEMENTS, as_rows, empty_out, finish, next_pow2, num_warps
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 Variant = Literal["auto", "single", "online"]
@@ -23,8 +23,6 @@ Variant = Literal["auto", "single", "online"]
 MAX_SINGLE_BLOCK = 8192
 # Default tile of the online kernel; tests pass a smaller `block_n` to force several tiles.
 ONLINE_BLOCK = 2048
-# Elements per program the single-block kernel aims for (short rows are batched into one program).
-_TILE_ELEMENTS = 4096
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -154,18 +152,8 @@ def _softmax_bwd_kernel(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _as_rows(x: torch.Tensor) -> torch.Tensor:
-    """A 2-D (rows, cols) view with unit column stride, copying only when no such view exists."""
-    x2 = x.reshape(-1, x.shape[-1]) if x.dim() > 0 else x.reshape(1, 1)
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
-
-
 def _rows_per_program(block_n: int, n_rows: int) -> int:
-    return max(1, min(next_pow2(n_rows), _TILE_ELEMENTS // block_n, 16))
-
-
-def _num_warps(block: int) -> int:
-    return 4 if block <= 2048 else (8 if block <= 8192 else 16)
+    return max(1, min(next_pow2(n_rows), TILE_ELEMENTS // block_n, 16))
 
 
 def _pick_variant(n_cols: int, variant: Variant) -> str:
@@ -180,7 +168,7 @@ def _softmax_fwd(
     x: torch.Tensor, *, want_y: bool, want_lse: bool, variant: Variant, block_n: int | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Launch a forward kernel; returns (y in x's dtype, lse in fp32), each None when not asked for."""
-    x2 = _as_rows(x)
+    x2 = as_rows(x)
     n_rows, n_cols = x2.shape
     y = empty_out((n_rows, n_cols), x.dtype, x.device) if want_y else None
     lse = torch.empty(n_rows, dtype=torch.float32, device=x.device) if want_lse else None
@@ -198,7 +186,7 @@ def _softmax_fwd(
         _softmax_block_kernel[(triton.cdiv(n_rows, block_m),)](
             x2, y_arg, lse_arg, n_rows, n_cols, x2.stride(0), stride_y,
             BLOCK_M=block_m, BLOCK_N=block, STORE_Y=want_y, STORE_LSE=want_lse,
-            num_warps=_num_warps(block * block_m),
+            num_warps=num_warps(block * block_m),
         )  # fmt: skip
     else:
         block = min(next_pow2(block_n or ONLINE_BLOCK), next_pow2(n_cols))
@@ -206,14 +194,14 @@ def _softmax_fwd(
         _softmax_online_kernel[(triton.cdiv(n_rows, block_m),)](
             x2, y_arg, lse_arg, n_rows, n_cols, x2.stride(0), stride_y,
             BLOCK_M=block_m, BLOCK_N=block, STORE_Y=want_y, STORE_LSE=want_lse,
-            num_warps=_num_warps(block * block_m),
+            num_warps=num_warps(block * block_m),
         )  # fmt: skip
     return y, lse
 
 
 def _softmax_bwd(y: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     """dx for y = softmax(x); `y` and `dy` have the layout of the forward input."""
-    y2, dy2 = _as_rows(y), _as_rows(dy)
+    y2, dy2 = as_rows(y), as_rows(dy)
     n_rows, n_cols = y2.shape
     dx = empty_out((n_rows, n_cols), y.dtype, y.device)
     if dx.numel():
@@ -221,7 +209,7 @@ def _softmax_bwd(y: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
         block_m = _rows_per_program(block, n_rows)
         _softmax_bwd_kernel[(triton.cdiv(n_rows, block_m),)](
             y2, dy2, dx, n_rows, n_cols, y2.stride(0), dy2.stride(0), dx.stride(0),
-            BLOCK_M=block_m, BLOCK_N=block, num_warps=_num_warps(block * block_m),
+            BLOCK_M=block_m, BLOCK_N=block, num_warps=num_warps(block * block_m),
         )  # fmt: skip
     return finish(dx, y.dtype).view(y.shape)
 

@@ -39,8 +39,14 @@ def compare(
 ) -> Comparison:
     """Compare `out` with the fp32 reference `ref` under the policy. `ref_lowp` is torch in the input dtype."""
     if out.shape != ref.shape:
-        return Comparison(float("inf"), float("inf"), 0.0, 0.0, False,
-                          f"{what}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+        return Comparison(
+            float("inf"),
+            float("inf"),
+            0.0,
+            0.0,
+            False,
+            f"{what}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}",
+        )
     o, r = out.float(), ref.float()
     if not torch.isfinite(o).all() and torch.isfinite(r).all():
         return Comparison(float("inf"), float("inf"), 0.0, 0.0, False, f"{what}: non-finite values")
@@ -50,8 +56,10 @@ def compare(
     bound = (factor if factor is not None else tol.factor) * base + tol.floor
     close = torch.allclose(o, r, atol=tol.atol, rtol=tol.rtol)
     ok = (err <= bound or ref_lowp is None) and close
-    message = (f"{what}: max abs err {err:.3e} (torch in input dtype {base:.3e}, bound {bound:.3e}), "
-               f"allclose(atol={tol.atol:g}, rtol={tol.rtol:g}) {'ok' if close else 'FAILED'}")
+    message = (
+        f"{what}: max abs err {err:.3e} (torch in input dtype {base:.3e}, bound {bound:.3e}), "
+        f"allclose(atol={tol.atol:g}, rtol={tol.rtol:g}) {'ok' if close else 'FAILED'}"
+    )
     return Comparison(err, rel, base, bound, ok, message)
 
 

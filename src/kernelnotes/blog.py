@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from kernelnotes.parse import make_excerpt
+from kernelnotes.parse import FENCE_OPEN, make_excerpt, split_code
 
 EXCERPT_SEPARATOR = "<!-- more -->"
 
@@ -39,7 +39,6 @@ SECONDS_PER_DISPLAY_FORMULA = 10
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
 _WORD = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:['’.\-][A-Za-z0-9\u00c0-\u024f]+)*")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})")
 _DISPLAY_MATH = re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.+?\\end\{\1\}", re.S)
 _INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)([^$\n]+?)(?<![\s\\])\$(?!\d)|\\\((.+?)\\\)")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -59,7 +58,7 @@ def reading_time(markdown: str) -> int:
     time, an inline formula or inline code one word.
     """
     text = _strip_front_matter(markdown)
-    prose, code_lines = _split_code(text)
+    prose, code_lines = split_code(text)
     prose = _HTML_COMMENT.sub(" ", prose)
     prose, formulas = _DISPLAY_MATH.subn(" ", prose)
     prose = _INLINE_MATH.sub(" formula ", prose)
@@ -79,25 +78,6 @@ def reading_time(markdown: str) -> int:
 def _strip_front_matter(markdown: str) -> str:
     match = _FRONT_MATTER.match(markdown)
     return markdown[match.end() :] if match else markdown
-
-
-def _split_code(text: str) -> tuple[str, int]:
-    """The text outside fenced code blocks, and the number of non-blank lines inside them."""
-    prose: list[str] = []
-    code_lines = 0
-    fence = ""
-    for line in text.split("\n"):
-        if not fence:
-            match = _FENCE.match(line)
-            if match:
-                fence = match["fence"]
-            else:
-                prose.append(line)
-        elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
-            fence = ""
-        elif line.strip():
-            code_lines += 1
-    return "\n".join(prose), code_lines
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,7 +242,7 @@ def ensure_excerpt_separator(markdown: str, limit: int = 300) -> str:
             if stripped.startswith(fence) and not stripped.strip(fence[0]):
                 fence = ""
             continue
-        match = _FENCE.match(line)
+        match = FENCE_OPEN.match(line)
         if match:
             fence = match["fence"]
             continue

@@ -295,7 +295,7 @@ def make_excerpt(body: str, limit: int = EXCERPT_CHARS) -> str:
         return _drop_h1(body[: match.start()]).strip()
     paragraphs: list[str] = []
     size = 0
-    for block in re.split(r"\n\s*\n", _without_code(_drop_h1(body))):
+    for block in re.split(r"\n\s*\n", split_code(_drop_h1(body))[0]):
         stripped = block.strip()
         if not stripped or stripped.startswith(("#", "<", "!!!", "???", "|", "$$")):
             continue  # headings, HTML, admonitions, tables and display math make poor excerpts
@@ -311,8 +311,10 @@ def make_excerpt(body: str, limit: int = EXCERPT_CHARS) -> str:
     return excerpt
 
 
-def _without_code(text: str) -> str:
-    out: list[str] = []
+def split_code(text: str) -> tuple[str, int]:
+    """The text outside fenced code blocks, and the number of non-blank lines inside them."""
+    prose: list[str] = []
+    code_lines = 0
     fence = ""
     for line in text.split("\n"):
         if not fence:
@@ -320,10 +322,12 @@ def _without_code(text: str) -> str:
             if m:
                 fence = m["fence"]
             else:
-                out.append(line)
+                prose.append(line)
         elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
             fence = ""
-    return "\n".join(out)
+        elif line.strip():
+            code_lines += 1
+    return "\n".join(prose), code_lines
 
 
 def _drop_h1(text: str) -> str:
