@@ -27,5 +27,7 @@ def test_pipeline_benchmark_quick_mode():
     spec.loader.exec_module(module)
     rows = {name: (seconds, note) for name, seconds, note in module.main(["--quick"])}
     assert 0 < rows["per-block overhead, warm worker"][0] < 1.0
-    assert rows["rebuild, nothing changed"][1] == "0 blocks executed"
+    assert rows["cold build (nothing cached)"][1] == "12 of 12 blocks executed"
+    assert rows["rebuild, nothing changed"][1] == "0 of 12 blocks executed"
+    assert rows["rebuild after editing one block of n2.md"][1] == "4 of 12 blocks executed"  # its session
     assert rows["cold build (nothing cached)"][0] > 0 and "markdown-exec build" in rows
