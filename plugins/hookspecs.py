@@ -58,8 +58,11 @@ def collect_figures() -> list[Figure]:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def render_result(outcome: Outcome) -> str | None:
-    """Return the Markdown/HTML that shows a snippet's result right after it in its page."""
+def render_result(outcome: Outcome, figure_link: Callable[[Figure], str] | None) -> str | None:
+    """Return the Markdown/HTML that shows a snippet's result right after it in its page.
+
+    `figure_link(figure)` gives the URL a figure is published at; None means embed it in the page.
+    """
 
 
 @hookspec

@@ -1,7 +1,9 @@
 """Built-in plugin: renders a snippet's result as a pymdownx.details admonition after the block.
 
 Output and tracebacks go into fenced code blocks, so whatever a snippet prints (`<script>`
-included) is shown as text; figures are embedded as data-URI images, which cannot run scripts.
+included) is shown as text. Figures are `<img>`s — of a published file when the front end gives a
+`figure_link` (the site does: megabytes of base64 in the Markdown made every page convert slowly),
+else of a data URI; an image cannot run scripts either way.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import TYPE_CHECKING
 from kernelnotes.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kernelnotes.pipeline import Outcome
-    from kernelnotes.results import CheckCase, RunResult
+    from kernelnotes.results import CheckCase, Figure, RunResult
 
 
 @hookimpl
-def render_result(outcome: Outcome) -> str:
+def render_result(outcome: Outcome, figure_link: Callable[[Figure], str] | None) -> str:
     result = outcome.result
     if result is None:
         return '!!! info "not run yet"\n    This block has no recorded result; run `kn run` or build the site with execution on.\n'
@@ -33,7 +37,7 @@ def render_result(outcome: Outcome) -> str:
         body.append(_fence(result.error, "pytb"))
     if result.check:
         body.append(_check_table(result.check_name, result.check))
-    body += [_figure(f.format, f.data) for f in result.figures]
+    body += [_figure(f, figure_link) for f in result.figures]
     body += [
         f"*Also recorded on {html.escape(r.device)} ({r.created_at[:10]}): {r.status}, {r.duration:.2f} s*"
         for r in outcome.others
@@ -89,14 +93,16 @@ def _check_table(name: str, cases: list[CheckCase]) -> str:
     return head + "\n" + "\n".join(rows)
 
 
-def _figure(fmt: str, data: str) -> str:
-    if fmt == "svg":
-        uri = "data:image/svg+xml;base64," + base64.b64encode(data.encode()).decode("ascii")
-    elif fmt == "png":
-        uri = "data:image/png;base64," + data
+def _figure(figure: Figure, figure_link: Callable[[Figure], str] | None) -> str:
+    if figure.format not in ("svg", "png"):
+        return _fence(figure.data, "text")
+    if figure_link is not None:
+        uri = figure_link(figure)
+    elif figure.format == "svg":
+        uri = "data:image/svg+xml;base64," + base64.b64encode(figure.data.encode()).decode("ascii")
     else:
-        return _fence(data, "text")
-    return f'<img class="kn-figure" alt="figure" src="{uri}">'
+        uri = "data:image/png;base64," + figure.data
+    return f'<img class="kn-figure" alt="figure" src="{html.escape(uri)}">'
 
 
 def _fence(text: str, lang: str) -> str:

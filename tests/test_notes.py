@@ -66,7 +66,11 @@ def test_checks_cover_every_kernel(parsed):
     from kernelnotes.registry import load_kernels
 
     checked = {
-        name: {str(s.attrs["check"]).split(":")[0] for s in r.note.snippets if s.executable and "check" in s.attrs}
+        name: {
+            str(s.attrs["check"]).split(":")[0]
+            for s in r.note.snippets
+            if s.executable and "check" in s.attrs
+        }
         for name, r in parsed.items()
     }
     assert sum(bool(v) for v in checked.values()) >= 15, {k: v for k, v in checked.items() if v}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 import xml.etree.ElementTree as ET
 
@@ -189,15 +190,15 @@ def test_language_without_runner(ran):
 
 def test_results_are_stored_and_rendered(ran):
     by_name, _, _, pipeline = ran
-    rendered = pipeline.pm.hook.render_result(outcome=by_name["check_wrong"])
+    rendered = pipeline.pm.hook.render_result(outcome=by_name["check_wrong"], figure_link=None)
     assert (
         rendered.startswith('!!! failure "failed')
         and "| case | dtype |" in rendered
         and "**FAIL**" in rendered
     )
-    script = pipeline.pm.hook.render_result(outcome=by_name["script"])
+    script = pipeline.pm.hook.render_result(outcome=by_name["script"], figure_link=None)
     assert "```text\n    <script>alert(1)</script>" in script  # inside a code fence: shown, not run
-    figure = pipeline.pm.hook.render_result(outcome=by_name["figure"])
+    figure = pipeline.pm.hook.render_result(outcome=by_name["figure"], figure_link=None)
     assert 'src="data:image/svg+xml;base64,' in figure
 
 
@@ -272,7 +273,7 @@ def test_export_import_and_stale_marking(project, tmp_path):
     project.note("a.md", '# A\n\n```python exec="on"\nprint("edited")\n```\n')
     (o,) = viewer.run(load_notes(settings2)[0])
     assert o.stale and o.result.stdout == "recorded\n"
-    assert viewer.pm.hook.render_result(outcome=o).startswith('!!! warning "stale')
+    assert viewer.pm.hook.render_result(outcome=o, figure_link=None).startswith('!!! warning "stale')
 
 
 def test_memory_limit(project):
@@ -334,9 +335,9 @@ def test_site_shows_passing_and_failing_checks(tmp_path):
     good = f'```python exec="on" check="softmax:online_softmax"\n{GOOD_SOFTMAX.strip()}\n```'
     wrong = f'```python exec="on" check="softmax:online_softmax"\n{WRONG_SOFTMAX.strip()}\n```'
     out = '```python exec="on"\nprint("<script>alert(1)</script>")\n```'
-    (tmp_path / "notes" / "softmax.md").write_text(
-        f"# Softmax\n\n{good}\n\n{wrong}\n\n{out}\n", encoding="utf-8"
-    )
+    fig = '```python exec="on"\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n```'
+    text = f"# Softmax\n\n{good}\n\n{wrong}\n\n{out}\n\n{fig}\n"
+    (tmp_path / "notes" / "softmax.md").write_text(text, encoding="utf-8")
     (tmp_path / "mkdocs.yml").write_text(
         "site_name: t\ndocs_dir: notes\nplugins:\n  - kernelnotes\nmarkdown_extensions:\n  - admonition\n"
         "  - tables\n  - pymdownx.details\n  - pymdownx.superfences\n",
@@ -356,9 +357,14 @@ def test_site_shows_passing_and_failing_checks(tmp_path):
     result = build()
     assert result.returncode == 0, result.stderr[-2000:]
     page = (tmp_path / "site" / "softmax" / "index.html").read_text(encoding="utf-8")
-    assert page.count("<table") == 2
+    assert page.count("<table>") == 2  # the two check tables (the theme's own table has a class)
     assert "12/12 cases pass" in page and "FAIL" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    # figures are published as files, not base64 in the page
+    (url,) = re.findall(r'<img[^>]*class="kn-figure"[^>]*src="([^"]+)"', page)
+    assert url.startswith("/assets/kernelnotes/figures/") and url.endswith(".svg")
+    assert (tmp_path / "site" / url.lstrip("/")).read_text().lstrip().startswith(("<?xml", "<svg"))
+    assert "data:image" not in page
     report = (tmp_path / "site" / "execution" / "index.html").read_text(encoding="utf-8")
     assert "softmax.md" in report and "failed" in report and "passed" in report
     # strict fails on the wrong snippet, also when -q hides warnings

@@ -297,7 +297,7 @@ def test_hook_render_result(project):
         '# A\n\n- item\n\n    ```echo exec="on"\n    hello\n    ```\n\n    RESULT: hello\n\n\ntail\n'
     )
     # the built-in renderer answers when no other plugin does
-    assert pipeline.pm.hook.render_result(outcome=outcomes[0]) == "RESULT: hello"
+    assert pipeline.pm.hook.render_result(outcome=outcomes[0], figure_link=None) == "RESULT: hello"
 
 
 def test_show_output_replaces_the_block_and_show_source_hides_the_result(project):

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pluggy
 
 from kernelnotes.parse import IncludeResolver, parse_markdown
 from kernelnotes.pipeline import Outcome
+from kernelnotes.results import Figure
 
 
-def inline_results(markdown: str, relpath: str, outcomes: Sequence[Outcome], pm: pluggy.PluginManager) -> str:
+def inline_results(
+    markdown: str,
+    relpath: str,
+    outcomes: Sequence[Outcome],
+    pm: pluggy.PluginManager,
+    figure_link: Callable[[Figure], str] | None = None,
+) -> str:
     """Insert each outcome's rendering after its block in `markdown` (a page's text without front matter).
 
     Blocks are found again in the text we are given, since other plugins may have moved lines; the
@@ -36,7 +43,7 @@ def inline_results(markdown: str, relpath: str, outcomes: Sequence[Outcome], pm:
             continue
         start, end = snippet.start_line - 1, snippet.end_line - 1  # 0-based fence lines
         indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
-        rendered = pm.hook.render_result(outcome=outcome) or ""
+        rendered = pm.hook.render_result(outcome=outcome, figure_link=figure_link) or ""
         block = ["", *(indent + line if line else line for line in rendered.rstrip("\n").split("\n")), ""]
         if show == "output":
             lines[start : end + 1] = block

@@ -8,9 +8,12 @@ restart when the project's code changes and reset their namespaces for every ses
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mkdocs.config import config_options as c
 from mkdocs.config.base import Config
@@ -25,11 +28,13 @@ from kernelnotes.index import Index
 from kernelnotes.inline import inline_results, report_markdown
 from kernelnotes.parse import IncludeResolver
 from kernelnotes.pipeline import Outcome, Pipeline, RunOptions
+from kernelnotes.results import Figure
 from kernelnotes.running import load_notes, make_pipeline
 from kernelnotes.runs import RunStore
 from kernelnotes.settings import DEFAULT_DB, load_settings
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
+FIGURES_DIR = "assets/kernelnotes/figures"
 
 
 class KernelNotesConfig(Config):
@@ -52,12 +57,20 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.outcomes: dict[str, list[Outcome]] = {}
         self.serving = False
         self._hidden_notebooks: list[Any] = []
+        self.figures: dict[str, bytes] = {}  # published file name -> content, written after the build
+        self._figure_base = f"/{FIGURES_DIR}/"
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self.serving = command == "serve"
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig | None:
         self.outcomes = {}  # fresh state for every build, including serve rebuilds
+        self.figures = {}
+        if "pymdownx.superfences" in config.markdown_extensions:
+            # superfences rejects a fence with options it does not know (exec, session, check...) and
+            # prints the block as a paragraph, raw HTML included; relaxed, it highlights the code.
+            config.mdx_configs.setdefault("pymdownx.superfences", {})["relaxed_headers"] = True
+        self._figure_base = (urlsplit(config.site_url or "").path or "/").rstrip("/") + f"/{FIGURES_DIR}/"
         return config
 
     def on_pre_build(self, config: MkDocsConfig) -> None:
@@ -122,11 +135,23 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         outcomes = self.outcomes.get(page.file.src_uri)
         if not outcomes or self.pipeline is None:
             return markdown
-        return inline_results(markdown, page.file.src_uri, outcomes, self.pipeline.pm)
+        return inline_results(markdown, page.file.src_uri, outcomes, self.pipeline.pm, self._figure_link)
+
+    def _figure_link(self, figure: Figure) -> str:
+        """Publish a figure as a file (content-addressed) and return its site-absolute URL."""
+        data = base64.b64decode(figure.data) if figure.format == "png" else figure.data.encode("utf-8")
+        name = f"{hashlib.sha256(data).hexdigest()[:20]}.{figure.format}"
+        self.figures[name] = data
+        return self._figure_base + name
 
     on_page_markdown = CombinedEvent(_prepare_post, _inline_results)
 
     def on_post_build(self, *, config: MkDocsConfig) -> None:
+        folder = Path(config.site_dir) / FIGURES_DIR
+        if self.figures:
+            folder.mkdir(parents=True, exist_ok=True)
+        for name, data in self.figures.items():
+            (folder / name).write_bytes(data)
         failed = [o for group in self.outcomes.values() for o in group if o.failed]
         if not self.serving:
             self._close()
