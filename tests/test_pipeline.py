@@ -41,6 +41,8 @@ BLOCKS = {
     "check_unknown": "def softmx(x):\n    return x",
     "check_signature": "def softmax():\n    return None",
     "check_dtype": "import torch\ndef softmax(x):\n    return torch.softmax(x.float(), -1)",
+    "check_shape": "def softmax(x):\n    return x[..., :1]",
+    "missing_include": '--8<-- "snippets/missing.py"\nprint("never")',
     "syntax": "x = (1,\ny = 2",
     "raises": "a = 1\nb = 0\nc = a / b",
     "loop": "while True:\n    pass",
@@ -60,6 +62,7 @@ ATTRS = {
     "check_unknown": 'check="softmx"',
     "check_signature": 'check="softmax"',
     "check_dtype": 'check="softmax"',
+    "check_shape": 'check="softmax"',
     "loop": 'timeout="3"',
 }
 
@@ -148,6 +151,13 @@ def test_check_errors_are_clear(ran):
     assert not dtype.ok and any(
         "returned dtype torch.float32, expected torch.float16" in c.message for c in dtype.check
     )
+
+
+def test_wrong_shape_and_missing_include(ran):
+    shape = ran[0]["check_shape"].result
+    assert not shape.ok and any("shape" in c.message and "!= reference" in c.message for c in shape.check)
+    include = ran[0]["missing_include"].result
+    assert not include.ok and include.error.endswith('include "snippets/missing.py" not found')
 
 
 def test_errors_name_the_note_file_lines(ran):

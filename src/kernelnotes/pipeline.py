@@ -172,7 +172,19 @@ class Pipeline:
         if runner is None:
             message = f"no runner for language {group[0].language or '(none)'!r}; install a plugin that provides one"
             return [RunResult(status=FAILED, error=message) for _ in group]
-        return list(runner.run_session(note, group, self))
+        # a block whose include is missing is not run: its code is not what the author wrote
+        missing = {s.index: _missing_includes(s) for s in group if _missing_includes(s)}
+        ran = iter(runner.run_session(note, [s for s in group if s.index not in missing], self))
+        return [
+            RunResult(status=FAILED, error=missing[s.index]) if s.index in missing else next(ran)
+            for s in group
+        ]
+
+
+def _missing_includes(snippet: Snippet) -> str:
+    return "; ".join(
+        f'line {inc.line}: include "{inc.spec}" not found' for inc in snippet.includes if not inc.path
+    )
 
 
 def note_files(notes_dir: Path, paths: Iterable[Path] = ()) -> list[Path]:
