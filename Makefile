@@ -29,7 +29,7 @@ build: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check src plugins tests/test_*.py tests/conftest.py benchmarks/index_search.py
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
