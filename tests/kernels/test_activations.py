@@ -12,27 +12,10 @@ from kernelnotes.kernels._common import dtype_name
 from kernelnotes.kernels.testing import assert_matches
 from kernelnotes.kernelspec import KernelSpec
 
-device = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-SEEDS = range(5)
+from .helpers import DEVICE, DTYPES, SEEDS, gpu, grads
+
+device = DEVICE
 SPECS = {spec.name: spec for spec in mod.SPECS}
-gpu = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
-
-
-def _grads(fn, args: tuple, kwargs: dict, seed: int) -> tuple[torch.Tensor, ...]:
-    leaves = [
-        a.detach().clone().requires_grad_(True)
-        if isinstance(a, torch.Tensor) and a.is_floating_point()
-        else a
-        for a in args
-    ]
-    out = fn(*leaves, **kwargs)
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1000 + seed)).to(out)
-    wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
-    return torch.autograd.grad(out, wrt, g)
 
 
 def test_specs_validate() -> None:
@@ -61,9 +44,9 @@ def test_forward_and_backward(name: str, dtype: torch.dtype) -> None:
             assert out.dtype == dtype
             ref, low = spec.reference(*ex.args, upcast=True), spec.reference(*ex.args, upcast=False)
             assert_matches(out, ref, low, tol, what=what)
-            (got,) = _grads(spec.implementation, ex.args, {}, seed)
-            (gref,) = _grads(spec.reference, ex.args, {"upcast": True}, seed)
-            (glow,) = _grads(spec.reference, ex.args, {"upcast": False}, seed)
+            (got,) = grads(spec.implementation, ex.args, {}, seed)
+            (gref,) = grads(spec.reference, ex.args, {"upcast": True}, seed)
+            (glow,) = grads(spec.reference, ex.args, {"upcast": False}, seed)
             assert_matches(got, gref, glow, tol, grad=True, what="d" + what)
 
 
@@ -71,8 +54,8 @@ def test_forward_and_backward(name: str, dtype: torch.dtype) -> None:
 def test_checkpoint_same_gradients(name: str) -> None:
     fn = SPECS[name].implementation
     x = torch.randn(7, 130, device=device, dtype=torch.bfloat16)
-    plain = _grads(fn, (x,), {}, 0)
-    ckpt = _grads(lambda t: checkpoint(fn, t, use_reentrant=False), (x,), {}, 0)
+    plain = grads(fn, (x,), {}, 0)
+    ckpt = grads(lambda t: checkpoint(fn, t, use_reentrant=False), (x,), {}, 0)
     torch.testing.assert_close(ckpt, plain, rtol=0, atol=0)
 
 
@@ -105,7 +88,7 @@ def test_gpu_large(name: str, dtype: torch.dtype) -> None:
     tol = spec.tolerances[dtype_name(dtype)]
     x = torch.randn(4096, 5003, device="cuda").to(dtype)
     assert_matches(spec.implementation(x), spec.reference(x), spec.reference(x, upcast=False), tol)
-    (got,) = _grads(spec.implementation, (x,), {}, 0)
-    (gref,) = _grads(spec.reference, (x,), {"upcast": True}, 0)
-    (glow,) = _grads(spec.reference, (x,), {"upcast": False}, 0)
+    (got,) = grads(spec.implementation, (x,), {}, 0)
+    (gref,) = grads(spec.reference, (x,), {"upcast": True}, 0)
+    (glow,) = grads(spec.reference, (x,), {"upcast": False}, 0)
     assert_matches(got, gref, glow, tol, grad=True)

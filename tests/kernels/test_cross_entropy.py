@@ -12,14 +12,10 @@ from kernelnotes.kernels._common import dtype_name
 from kernelnotes.kernels.testing import assert_matches
 from kernelnotes.kernelspec import KernelSpec
 
-device = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-SEEDS = range(5)
+from .helpers import DEVICE, DTYPES, SEEDS, gpu
+
+device = DEVICE
 (SPEC,) = mod.SPECS
-gpu = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
 
 
 def _loss_and_grad(

@@ -11,27 +11,10 @@ from kernelnotes.kernels._common import dtype_name
 from kernelnotes.kernels.testing import assert_matches
 from kernelnotes.kernelspec import KernelSpec
 
-device = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-SEEDS = range(5)
+from .helpers import DEVICE, DTYPES, SEEDS, gpu, grads
+
+device = DEVICE
 (SPEC,) = mod.SPECS
-gpu = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
-
-
-def _grads(fn, args: tuple, kwargs: dict, seed: int) -> tuple[torch.Tensor, ...]:
-    leaves = [
-        a.detach().clone().requires_grad_(True)
-        if isinstance(a, torch.Tensor) and a.is_floating_point()
-        else a
-        for a in args
-    ]
-    out = fn(*leaves, **kwargs)
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1000 + seed)).to(out)
-    wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
-    return torch.autograd.grad(out, wrt, g)
 
 
 def test_spec_validates() -> None:
@@ -55,9 +38,9 @@ def test_forward_and_backward(dtype: torch.dtype) -> None:
             assert out.dtype == dtype
             ref, low = SPEC.reference(*ex.args, upcast=True), SPEC.reference(*ex.args, upcast=False)
             assert_matches(out, ref, low, tol, what=what)
-            got = _grads(SPEC.implementation, ex.args, {}, seed)
-            gref = _grads(SPEC.reference, ex.args, {"upcast": True}, seed)
-            glow = _grads(SPEC.reference, ex.args, {"upcast": False}, seed)
+            got = grads(SPEC.implementation, ex.args, {}, seed)
+            gref = grads(SPEC.reference, ex.args, {"upcast": True}, seed)
+            glow = grads(SPEC.reference, ex.args, {"upcast": False}, seed)
             for name, g, r, lo in zip(("dx", "dweight"), got, gref, glow):
                 assert g.dtype == r.dtype
                 assert_matches(g, r, lo, tol, grad=True, what=f"{name} {what}")
@@ -67,8 +50,8 @@ def test_forward_and_backward(dtype: torch.dtype) -> None:
 def test_checkpoint_same_gradients(dtype: torch.dtype) -> None:
     ex = SPEC.examples(device, dtype, 3)[2]
     fn = SPEC.implementation
-    plain = _grads(fn, ex.args, {}, 0)
-    ckpt = _grads(lambda x, w: checkpoint(fn, x, w, use_reentrant=False), ex.args, {}, 0)
+    plain = grads(fn, ex.args, {}, 0)
+    ckpt = grads(lambda x, w: checkpoint(fn, x, w, use_reentrant=False), ex.args, {}, 0)
     torch.testing.assert_close(ckpt, plain, rtol=0, atol=0)
 
 
@@ -118,8 +101,8 @@ def test_gpu_large(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     assert_matches(
         SPEC.implementation(*args), SPEC.reference(*args), SPEC.reference(*args, upcast=False), tol
     )
-    got = _grads(SPEC.implementation, args, {}, 0)
-    gref = _grads(SPEC.reference, args, {"upcast": True}, 0)
-    glow = _grads(SPEC.reference, args, {"upcast": False}, 0)
+    got = grads(SPEC.implementation, args, {}, 0)
+    gref = grads(SPEC.reference, args, {"upcast": True}, 0)
+    glow = grads(SPEC.reference, args, {"upcast": False}, 0)
     for g, r, lo in zip(got, gref, glow):
         assert_matches(g, r, lo, tol, grad=True)

@@ -11,14 +11,10 @@ from kernelnotes.kernels._common import dtype_name
 from kernelnotes.kernels.testing import assert_matches
 from kernelnotes.kernelspec import KernelSpec
 
-device = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-SEEDS = range(5)
+from .helpers import DEVICE, DTYPES, SEEDS, gpu
+
+device = DEVICE
 SPECS = {spec.name: spec for spec in mod.SPECS}
-gpu = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
 
 
 def _leaves(args: tuple) -> list:
