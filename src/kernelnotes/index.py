@@ -20,7 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from kernelnotes.note import Note
-from kernelnotes.parse import IncludeResolver, parse_file, sha256
+from kernelnotes.parse import IncludeResolver, drop_h1, parse_file, sha256
 from kernelnotes.problems import Problem
 from kernelnotes.textsearch import display_text, fts_query, index_text
 
@@ -368,7 +368,7 @@ class Index:
                     "title": index_text(n.title),
                     "tags": index_text(" ".join(n.tags + n.categories)),
                     "excerpt": index_text(n.excerpt),
-                    "body": index_text(n.body),
+                    "body": index_text(drop_h1(n.body)),  # the title is its own column,
                 }
                 for i, n, _, _ in writes
             ),

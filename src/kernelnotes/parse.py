@@ -292,10 +292,10 @@ def make_excerpt(body: str, limit: int = EXCERPT_CHARS) -> str:
     """The text before `<!-- more -->`, else the first paragraphs up to about `limit` characters."""
     match = MORE.search(body)
     if match:
-        return _drop_h1(body[: match.start()]).strip()
+        return drop_h1(body[: match.start()]).strip()
     paragraphs: list[str] = []
     size = 0
-    for block in re.split(r"\n\s*\n", split_code(_drop_h1(body))[0]):
+    for block in re.split(r"\n\s*\n", split_code(drop_h1(body))[0]):
         stripped = block.strip()
         if not stripped or stripped.startswith(("#", "<", "!!!", "???", "|", "$$")):
             continue  # headings, HTML, admonitions, tables and display math make poor excerpts
@@ -330,7 +330,7 @@ def split_code(text: str) -> tuple[str, int]:
     return "\n".join(prose), code_lines
 
 
-def _drop_h1(text: str) -> str:
+def drop_h1(text: str) -> str:
     lines = text.split("\n")
     for i, line in enumerate(lines):
         if line.strip():
