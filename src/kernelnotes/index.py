@@ -368,7 +368,7 @@ class Index:
                     "title": index_text(n.title),
                     "tags": index_text(" ".join(n.tags + n.categories)),
                     "excerpt": index_text(n.excerpt),
-                    "body": index_text(drop_h1(n.body)),  # the title is its own column,
+                    "body": index_text(drop_h1(n.body)),  # the title is its own column
                 }
                 for i, n, _, _ in writes
             ),
