@@ -153,3 +153,10 @@ def test_every_command_has_help_text():
         for param in command.params:
             if param.param_type_name == "option":
                 assert param.help, f"{name} {param.name}"
+
+
+def test_plugins_command_lists_builtins_and_their_hooks(kn):
+    r = kn("plugins")
+    assert r.exit_code == 0
+    assert "kernelnotes.plugins.python_runner" in r.output and "choose_runner" in r.output
+    assert "kernelnotes.plugins.kernel_library" in r.output and "register_kernels" in r.output

@@ -381,3 +381,24 @@ def test_site_shows_passing_and_failing_checks(tmp_path):
     strict = build("--strict", "-q")
     assert strict.returncode != 0 and "snippet(s) failed: softmax.md:" in strict.stderr
     assert "Traceback" not in strict.stderr
+
+
+def test_kn_run_changed_runs_only_notes_git_reports(project, monkeypatch):
+    import subprocess
+
+    from kernelnotes.cli import build_cli
+
+    project.note("kept.md", '# Kept\n\n```python exec="on"\nprint("kept")\n```\n')
+    project.note("edited.md", '# Edited\n\n```python exec="on"\nprint("before")\n```\n')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=project.root, check=True)
+    subprocess.run([*git, "add", "notes"], cwd=project.root, check=True)
+    subprocess.run([*git, "commit", "-qm", "notes"], cwd=project.root, check=True)
+    monkeypatch.chdir(project.root)
+    args = ["--notes", "notes", "--db", "kn.db", "run", "--changed"]
+    assert "no changed notes" in CliRunner().invoke(build_cli(), args).output
+    project.note("edited.md", '# Edited\n\n```python exec="on"\nprint("after")\n```\n')
+    project.note("new.md", '# New\n\n```python exec="on"\nprint("new")\n```\n')
+    result = CliRunner().invoke(build_cli(), args)
+    assert result.exit_code == 0, result.output
+    assert "2 blocks: 2 passed, 0 failed, 2 executed" in result.output
