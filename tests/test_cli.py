@@ -92,6 +92,12 @@ def test_usage_errors_exit_2(kn, tmp_path):
     assert r.exit_code == 2 and "notes folder not found" in r.output
 
 
+def test_run_on_cuda_without_a_gpu_is_a_usage_error(kn, monkeypatch):
+    monkeypatch.setattr("kernelnotes.cache.cuda_present", lambda: False)
+    r = kn("run", "--device", "cuda")
+    assert r.exit_code == 2 and "no CUDA device" in r.output
+
+
 def test_notes_and_db_options_override_config(kn, project, tmp_path):
     other = tmp_path / "other-notes"
     other.mkdir()

@@ -294,10 +294,13 @@ def run_cmd(
     """Run the notes' exec="on" blocks, check them against the kernels, record the results."""
     from rich.progress import Progress
 
+    from kernelnotes.cache import cuda_present
     from kernelnotes.pipeline import RunOptions
     from kernelnotes.report import summary_markdown, write_junit
     from kernelnotes.running import changed_paths, load_notes, make_pipeline, select_shard
 
+    if device == "cuda" and not cuda_present():
+        raise click.UsageError("--device cuda: no CUDA device on this machine (use --device cpu or auto)")
     settings = ctx.settings
     index = ctx.index(refresh=True)
     files = list(paths)
