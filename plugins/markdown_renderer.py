@@ -13,6 +13,7 @@ import html
 import re
 from typing import TYPE_CHECKING
 
+from kernelnotes.inline import inert
 from kernelnotes.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -39,8 +40,9 @@ def render_result(outcome: Outcome, figure_link: Callable[[Figure], str] | None)
         body.append(_check_table(result.check_name, result.check))
     body += [_figure(f, figure_link) for f in result.figures]
     body += [
-        f"*Also recorded on {html.escape(r.device)} ({r.created_at[:10]}): {r.status}, {r.duration:.2f} s*"
-        for r in outcome.others
+        f"*Also recorded on {inert(r.device)} ({inert(r.created_at[:10])}): {inert(r.status)}, {r.duration:.2f} s"
+        + (" — stale: recorded for an earlier version of this code*" if stale else "*")
+        for r, stale in outcome.others
     ]
     if not body:
         body.append("*(no output)*")
@@ -50,7 +52,7 @@ def render_result(outcome: Outcome, figure_link: Callable[[Figure], str] | None)
 
 def _title(outcome: Outcome, result: RunResult) -> tuple[str, str]:
     where = f"{result.device_class or '?'}: {result.device}" if result.device else "?"
-    parts = [result.status, where, f"{result.duration:.2f} s"]
+    parts = [result.status, where, f"{result.duration:.2f} s"]  # quoted as a whole by _quote
     if outcome.stale:
         parts.insert(0, "stale")
         parts.append(f"recorded {result.created_at[:10]} for an earlier version of this code")
@@ -65,7 +67,7 @@ def _title(outcome: Outcome, result: RunResult) -> tuple[str, str]:
 def _check_table(name: str, cases: list[CheckCase]) -> str:
     passed = sum(c.ok for c in cases)
     head = (
-        f"**check `{html.escape(name)}`: {passed}/{len(cases)} cases pass**\n\n"
+        f"**check {inert(name)}: {passed}/{len(cases)} cases pass**\n\n"
         "| case | dtype | shapes | max abs err | max rel err | tolerance | result | snippet ms | torch ms | Triton ms |\n"
         "|---|---|---|---|---|---|---|---|---|---|"
     )
@@ -77,7 +79,7 @@ def _check_table(name: str, cases: list[CheckCase]) -> str:
             + " | ".join(
                 [
                     _cell(c.label),
-                    c.dtype,
+                    _cell(c.dtype),
                     _cell(c.shape),
                     _num(c.max_abs),
                     _num(c.max_rel),
@@ -115,12 +117,12 @@ def _indent(text: str) -> str:
     return "\n".join("    " + line if line else "" for line in text.split("\n"))
 
 
-def _quote(text: str) -> str:
-    return html.escape(text).replace('"', "&quot;")
+def _quote(value: str) -> str:
+    return html.escape(value)  # escapes quotes too: safe inside the admonition title's "..."
 
 
-def _cell(text: str) -> str:
-    return html.escape(" ".join(str(text).split())).replace("|", "\\|")[:300]
+def _cell(value: object) -> str:
+    return inert(" ".join(str(value).split())[:300])
 
 
 def _num(value: float | None) -> str:

@@ -40,7 +40,9 @@ class PythonRunner:
         threads = str(max(1, (os.cpu_count() or 1) // max(1, options.jobs)))
         env = {
             "MPLBACKEND": "Agg",
-            "PYTHONPATH": str(pipeline.settings.snippets_dir),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(pipeline.settings.snippets_dir), os.environ.get("PYTHONPATH")) if p
+            ),
             "OMP_NUM_THREADS": threads,
         }
         if options.memory_limit_mb:
@@ -75,6 +77,7 @@ class PythonRunner:
             return [
                 RunResult(status=FAILED, error=f"could not start the Python worker: {exc}") for _ in snippets
             ]
+        lost = ""
         for snippet in snippets:
             timeout = float(snippet.attrs.get("timeout", options.timeout))
             request = {
@@ -90,12 +93,16 @@ class PythonRunner:
                 "bench": str(snippet.attrs.get("bench", "")).lower() in {"on", "true", "1"},
                 "output_limit": options.output_limit,
             }
+            if lost:
+                # the session's namespace died with the worker: running on would only give NameErrors
+                results.append(RunResult(status=FAILED, error=f"not run: {lost}", retry=True))
+                continue
             try:
                 reply = worker.request(request, timeout)
                 results.append(RunResult.from_dict(reply["result"]))
             except WorkerError as exc:
-                # the session's state died with the worker: later blocks run in a fresh one
-                results.append(RunResult(status=FAILED, error=f"{exc}", duration=timeout))
+                results.append(RunResult(status=FAILED, error=f"{exc}", duration=timeout, retry=True))
+                lost = f"an earlier block of this session (line {snippet.start_line}) ended the worker"
         return results
 
     def _restart_if_project_changed(self, pipeline: Pipeline) -> None:

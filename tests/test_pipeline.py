@@ -402,3 +402,22 @@ def test_kn_run_changed_runs_only_notes_git_reports(project, monkeypatch):
     result = CliRunner().invoke(build_cli(), args)
     assert result.exit_code == 0, result.output
     assert "2 blocks: 2 passed, 0 failed, 2 executed" in result.output
+
+
+def test_key_follows_imports_between_snippet_modules(project):
+    from kernelnotes.cache import KeyMaker
+    from kernelnotes.parse import parse_markdown
+
+    project.snippet("outer.py", "from inner import f\n")
+    project.snippet("inner.py", "def f():\n    return 1\n")
+    project.snippet("other.py", "X = 1\n")
+    note = parse_markdown('```python exec="on"\nfrom outer import f\n```\n', "a.md", project.resolver()).note
+
+    def key():
+        return KeyMaker(project.snippets).keys(note.snippets)[0]
+
+    before = key()
+    project.snippet("other.py", "X = 2\n")
+    assert key() == before  # not imported: no re-run
+    project.snippet("inner.py", "def f():\n    return 2\n")
+    assert key() != before  # imported through outer.py

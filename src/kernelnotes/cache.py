@@ -57,6 +57,10 @@ def package_version(name: str) -> str:
         return ""
 
 
+# Attributes that change how a result is shown, not what it is: editing them re-runs nothing.
+RENDER_ONLY = frozenset({"title", "hl_lines", "linenums", "show", "expect", "id", "class"})
+
+
 class KeyMaker:
     """Computes snippet keys; file hashes are cached for the lifetime of one build."""
 
@@ -67,57 +71,71 @@ class KeyMaker:
         self._project: str | None = None
         self.environment = {"torch": package_version("torch"), "triton": package_version("triton")}
 
-    def keys(self, snippets: list[Snippet]) -> list[str]:
-        """One key per snippet, chained through the blocks of each session in page order."""
+    def keys(self, snippets: list[Snippet]) -> list[tuple[str, str]]:
+        """(key, code key) per snippet, chained through the blocks of each session in page order.
+
+        The code key is everything but the device class: a result recorded on another device is
+        current exactly when its code key matches.
+        """
         previous: dict[str, str] = {}
-        keys = []
+        out = []
         for snippet in snippets:
             session = str(snippet.attrs.get("session") or "")
-            key = self.key(snippet, previous.get(session, "") if session else "")
+            code_key = self.code_key(snippet, previous.get(session, "") if session else "")
             if session:
-                previous[session] = key
-            keys.append(key)
-        return keys
+                previous[session] = code_key
+            device = resolve_device_class(str(snippet.attrs.get("device", self.device)))
+            out.append((_digest({"code": code_key, "device": device}), code_key))
+        return out
 
-    def key(self, snippet: Snippet, previous: str = "") -> str:
-        attrs = {k: v for k, v in snippet.attrs.items() if k not in {"title", "hl_lines", "linenums"}}
-        device = resolve_device_class(str(attrs.get("device", self.device)))
-        parts = {
-            "code": snippet.code,
-            "language": snippet.language,
-            "attrs": attrs,
-            "previous": previous,
-            "imports": self.import_hashes(snippet.code, bool(attrs.get("check"))),
-            "environment": self.environment,
-            "device": device,
-        }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    def code_key(self, snippet: Snippet, previous: str = "") -> str:
+        attrs = {k: v for k, v in snippet.attrs.items() if k not in RENDER_ONLY and k != "device"}
+        return _digest(
+            {
+                "code": snippet.code,
+                "language": snippet.language,
+                "attrs": attrs,
+                "previous": previous,
+                "imports": self.import_hashes(snippet.code, bool(attrs.get("check"))),
+                "environment": self.environment,
+            }
+        )
 
     def import_hashes(self, code: str, checks: bool) -> dict[str, str]:
         hashes: dict[str, str] = {}
-        for name in sorted(_imported_modules(code)):
-            if name == "kernelnotes":
-                hashes[name] = self.project_hash()
-                continue
-            files = self._snippet_module_files(name)
-            if files:
-                hashes[name] = self._hash_files(files)
-        if checks:
+        names = _imported_modules(code)
+        if "kernelnotes" in names or checks:
             hashes["kernelnotes"] = self.project_hash()
+        for path in self._snippet_modules(names):
+            hashes[path.relative_to(self.snippets_dir).as_posix()] = self._hash_files([path])
         return hashes
+
+    def _snippet_modules(self, names: set[str]) -> list[Path]:
+        """Files under snippets/ that these imports load, following their own imports too."""
+        seen: dict[Path, None] = {}
+        todo = sorted(names)
+        while todo:
+            path = self._module_file(todo.pop())
+            if path is None or path in seen:
+                continue
+            seen[path] = None
+            try:
+                todo += sorted(_imported_modules(path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError):
+                pass
+        return sorted(seen)
+
+    def _module_file(self, name: str) -> Path | None:
+        for candidate in (self.snippets_dir / f"{name}.py", self.snippets_dir / name / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
 
     def project_hash(self) -> str:
         """Hash of the project code results depend on: kernels, plugins (the checker) and the worker."""
         if self._project is None:
             self._project = self._hash_files(result_sources())
         return self._project
-
-    def _snippet_module_files(self, name: str) -> list[Path]:
-        single = self.snippets_dir / f"{name}.py"
-        if single.is_file():
-            return [single]
-        package = self.snippets_dir / name
-        return sorted(package.rglob("*.py")) if package.is_dir() else []
 
     def _hash_files(self, files: Iterable[Path]) -> str:
         digest = hashlib.sha256()
@@ -126,6 +144,10 @@ class KeyMaker:
                 self._file_hashes[path] = hashlib.sha256(path.read_bytes()).hexdigest()
             digest.update(f"{path.name}:{self._file_hashes[path]}\n".encode())
         return digest.hexdigest()
+
+
+def _digest(parts: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def _imported_modules(code: str) -> set[str]:

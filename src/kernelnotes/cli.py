@@ -264,18 +264,18 @@ def render_skeleton(
 @click.option(
     "--device",
     type=click.Choice(["cpu", "cuda", "auto"]),
-    default="auto",
-    show_default=True,
-    help="Device for blocks without device=; auto means cuda when present.",
+    help="Device for blocks without device= (default: mkdocs.yml's, else auto = cuda when present).",
 )
 @click.option(
-    "--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes."
+    "--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: mkdocs.yml's, else 1)."
 )
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
 @click.option("--summary", type=click.Path(path_type=Path), help="Write a Markdown summary here.")
 @click.option("--force", is_flag=True, help="Run every block, even those with a fresh cached result.")
 @click.option(
-    "--timeout", default=30.0, show_default=True, help="Seconds per block unless the block sets timeout=."
+    "--timeout",
+    type=float,
+    help="Seconds per block unless it sets timeout= (default: mkdocs.yml's, else 60).",
 )
 @click.option("--shard", help="Run only shard K of N (K/N, 1-based), split by recorded duration.")
 @pass_ctx
@@ -283,12 +283,12 @@ def run_cmd(
     ctx: Context,
     paths: tuple[Path, ...],
     changed: bool,
-    device: str,
-    jobs: int,
+    device: str | None,
+    jobs: int | None,
     report: Path | None,
     summary: Path | None,
     force: bool,
-    timeout: float,
+    timeout: float | None,
     shard: str | None,
 ) -> None:
     """Run the notes' exec="on" blocks, check them against the kernels, record the results."""
@@ -299,9 +299,10 @@ def run_cmd(
     from kernelnotes.report import summary_markdown, write_junit
     from kernelnotes.running import changed_paths, load_notes, make_pipeline, select_shard
 
+    settings = ctx.settings
+    device = device or settings.device
     if device == "cuda" and not cuda_present():
         raise click.UsageError("--device cuda: no CUDA device on this machine (use --device cpu or auto)")
-    settings = ctx.settings
     index = ctx.index(refresh=True)
     files = list(paths)
     if changed:
@@ -312,7 +313,9 @@ def run_cmd(
     notes, problems = load_notes(settings, files)
     for problem in problems:
         ctx.err.print(f"[yellow]{escape(str(problem))}[/]")
-    options = RunOptions(device=device, timeout=timeout, jobs=jobs, force=force)
+    options = RunOptions(
+        device=device, timeout=timeout or settings.timeout, jobs=jobs or settings.jobs, force=force
+    )
     pipeline = make_pipeline(settings, index, options)
     try:
         if shard:

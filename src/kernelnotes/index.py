@@ -161,7 +161,12 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.table("runs").create_index(["note_path", "snippet_idx", "created_at"])
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """The device-independent code key, so results from other devices can be told current or stale."""
+    db.table("runs").add_column("code_key", str)
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2, _migration_3)
 
 
 def open_db(path: str | Path | None) -> sqlite_utils.Database:
@@ -236,7 +241,9 @@ class Index:
             reparse_paths.add(rel)
 
         gone = {p: r for p, r in existing.items() if p not in seen}
-        gone_by_sha = {r["sha"]: r for r in gone.values()}
+        gone_by_sha: dict[str, list[dict[str, Any]]] = {}
+        for r in sorted(gone.values(), key=lambda r: r["path"]):
+            gone_by_sha.setdefault(r["sha"], []).append(r)
         next_id = (self.db.execute("select max(id) from notes").fetchone()[0] or 0) + 1
         writes: list[tuple[int, Note, os.stat_result, str]] = []
         failed: list[str] = []
@@ -252,8 +259,8 @@ class Index:
             if rel in existing:
                 note_id = existing[rel]["id"]
                 report.updated.append(rel)
-            elif sha in gone_by_sha:  # same content under a new path: a rename keeps the note's id
-                old = gone_by_sha.pop(sha)
+            elif gone_by_sha.get(sha):  # same content under a new path: a rename keeps the note's id
+                old = gone_by_sha[sha].pop(0)
                 gone.pop(old["path"])
                 note_id = old["id"]
                 report.renamed.append((old["path"], rel))

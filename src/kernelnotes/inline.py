@@ -11,6 +11,17 @@ from kernelnotes.parse import IncludeResolver, parse_markdown
 from kernelnotes.pipeline import Outcome
 from kernelnotes.results import Figure
 
+# Characters that must stay literal in text from a snippet or a results file: HTML, and the Markdown
+# that would make links, emphasis, code or table cells out of it.
+_INERT = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"} | {c: f"&#{ord(c)};" for c in "[]()*_`|\\!#"}
+)
+
+
+def inert(value: object) -> str:
+    """Arbitrary text as inert Markdown (shown as written, never interpreted)."""
+    return str(value).translate(_INERT)
+
 
 def inline_results(
     markdown: str,
@@ -72,15 +83,16 @@ def report_markdown(outcomes: Sequence[Outcome], title: str = "代码执行报�
     ]
     for o in sorted(outcomes, key=lambda o: (-(o.result.duration if o.result else 0), o.note_path)):
         r = o.result
+        link = f"[{inert(o.note_path)}]({o.note_path.replace(' ', '%20').replace(')', '%29')})"
         if r is None:
-            rows.append(f"| [{o.note_path}]({o.note_path}) | {o.snippet.start_line} | not run | | | | | |")
+            rows.append(f"| {link} | {o.snippet.start_line} | not run | | | | | |")
             continue
         status = "stale" if o.stale else r.status
         worst = max((c.max_abs for c in r.check if c.max_abs is not None), default=None)
-        check = f"`{r.check_name}` {sum(c.ok for c in r.check)}/{len(r.check)}" if r.check else ""
+        check = f"{inert(r.check_name)} {sum(c.ok for c in r.check)}/{len(r.check)}" if r.check else ""
         rows.append(
-            f"| [{o.note_path}]({o.note_path}) | {o.snippet.start_line} | {status} | {r.duration:.2f} | "
-            f"{r.device} ({r.created_at[:10]}) | {'hit' if o.cached else 'miss'} | {check} | "
+            f"| {link} | {o.snippet.start_line} | {inert(status)} | {r.duration:.2f} | "
+            f"{inert(r.device)} ({inert(r.created_at[:10])}) | {'hit' if o.cached else 'miss'} | {check} | "
             f"{'' if worst is None else f'{worst:.1e}'} |"
         )
     return "\n".join(rows) + "\n"

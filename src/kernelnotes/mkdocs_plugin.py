@@ -47,6 +47,7 @@ class KernelNotesConfig(Config):
     device = c.Choice(("cpu", "cuda", "auto"), default="auto")
     jobs = c.Type(int, default=1)
     timeout = c.Type(int, default=60)
+    memory_limit_mb = c.Type(int, default=0)  # address-space limit of CPU workers (0: none)
     report_page = c.Type(str, default="execution.md")
     results_dir = c.Optional(c.Type(str))  # committed results (`kn results export`) merged at each build
 
@@ -83,6 +84,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if self.config.results_dir and (root / self.config.results_dir).is_dir():
             # results recorded elsewhere (a GPU runner), shown with their device and date
             RunStore(index.db).import_(root / self.config.results_dir)
+        index.db.close()
         for problem in report.problems:
             # errors become warnings, so `mkdocs build --strict` fails on a broken note
             (log.warning if problem.severity == "error" else log.info)(str(problem))
@@ -172,17 +174,19 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self._close()
 
     def _pipeline(self, config: MkDocsConfig) -> Pipeline:
+        options = RunOptions(
+            device=self.config.device,
+            timeout=float(self.config.timeout),
+            jobs=max(1, self.config.jobs),
+            execute=self.config.execute,
+            memory_limit_mb=self.config.memory_limit_mb,
+        )
+        if self.pipeline is not None and options != self.pipeline.options:
+            self._close()  # serve keeps this plugin across rebuilds: an edited option needs a new pipeline
         if self.pipeline is None:
+            root = Path(config.config_file_path).parent
             settings = load_settings(
-                Path(config.config_file_path),
-                Path(config.docs_dir),
-                Path(config.config_file_path).parent / self.config.db,
-            )
-            options = RunOptions(
-                device=self.config.device,
-                timeout=float(self.config.timeout),
-                jobs=max(1, self.config.jobs),
-                execute=self.config.execute,
+                Path(config.config_file_path), Path(config.docs_dir), root / self.config.db
             )
             self.pipeline = make_pipeline(settings, Index(settings.db_path), options)
         return self.pipeline

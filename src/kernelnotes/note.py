@@ -62,5 +62,6 @@ class Note:
 
     @property
     def includes(self) -> dict[str, str]:
-        """Included files this note depends on: resolved path -> content hash."""
-        return {inc.path: inc.sha for s in self.snippets for inc in s.includes if inc.path}
+        """Included files this note depends on: path -> content hash ("" for a file that is missing,
+        so that creating it later re-indexes the note)."""
+        return {inc.path or inc.spec.partition(":")[0]: inc.sha for s in self.snippets for inc in s.includes}

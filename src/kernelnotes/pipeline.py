@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import pluggy
 
-from kernelnotes.cache import KeyMaker, resolve_device_class
+from kernelnotes.cache import KeyMaker
 from kernelnotes.index import Index
 from kernelnotes.note import Note, Snippet
 from kernelnotes.results import FAILED, RunResult
@@ -27,7 +27,7 @@ from kernelnotes.settings import Settings
 @dataclass(frozen=True)
 class RunOptions:
     device: str = "auto"  # default for blocks without device=; "auto" = cuda when present
-    timeout: float = 30.0  # seconds per block unless timeout= says otherwise
+    timeout: float = 60.0  # seconds per block unless timeout= says otherwise
     output_limit: int = 200_000  # characters of output kept per block
     memory_limit_mb: int = 0  # address-space limit of CPU workers (0 = none)
     jobs: int = 1  # worker processes
@@ -45,7 +45,8 @@ class Outcome:
     result: RunResult | None  # None: never run on this device class
     cached: bool = False
     stale: bool = False  # the result was computed for different code (e.g. an imported GPU result)
-    others: list[RunResult] = field(default_factory=list)  # newest results on other devices
+    # newest result on each other device, with whether it was recorded for other code (stale)
+    others: list[tuple[RunResult, bool]] = field(default_factory=list)
 
     @property
     def expected_to_fail(self) -> bool:
@@ -133,34 +134,30 @@ class Pipeline:
         self, note: Note, group: list[Snippet], keys: KeyMaker, progress: Callable[[Outcome], None] | None
     ) -> list[Outcome]:
         group_keys = keys.keys(group)
-        classes = [resolve_device_class(str(s.attrs.get("device", self.options.device))) for s in group]
         with self._lock:
-            cached = [self.store.fresh(k, c) for k, c in zip(group_keys, classes)]
+            cached = [self.store.fresh(key) for key, _ in group_keys]
         run_now = self.options.execute and (self.options.force or any(r is None for r in cached))
         if run_now:
             results = self._execute(note, group)
-            for result, key in zip(results, group_keys):
-                result.key = key
+            for result, (key, code_key) in zip(results, group_keys):
+                result.key, result.code_key = key, code_key
         outcomes = []
-        for i, (snippet, key) in enumerate(zip(group, group_keys)):
+        for i, (snippet, (key, code_key)) in enumerate(zip(group, group_keys)):
             if run_now:
                 outcome = Outcome(note.path, snippet, key, results[i])
                 with self._lock:
                     self.executed += 1
-                    self.pm.hook.store_result(outcome=outcome, pipeline=self)
-            elif cached[i] is not None:
-                outcome = Outcome(note.path, snippet, key, cached[i], cached=True)
+                    if not results[i].retry:  # a timeout or crash is not a result worth keeping
+                        self.pm.hook.store_result(outcome=outcome, pipeline=self)
             else:
-                outcome = Outcome(note.path, snippet, key, None)
+                outcome = Outcome(note.path, snippet, key, cached[i], cached=cached[i] is not None)
             with self._lock:
                 latest = self.store.latest(note.path, snippet.index)
-            outcome.others = [
-                r for r in latest if outcome.result is None or r.device != outcome.result.device
-            ]
+            shown = outcome.result.device if outcome.result else None
+            outcome.others = [(r, r.code_key != code_key) for r in latest if r.device != shown]
             if outcome.result is None and outcome.others:
-                # nothing for this code here: show the newest recorded result, marked stale unless its key matches
-                outcome.result = outcome.others.pop(0)
-                outcome.stale = outcome.result.key != key
+                # nothing for this code here: show the newest recorded result, stale unless its code matches
+                outcome.result, outcome.stale = outcome.others.pop(0)
             if progress is not None:
                 progress(outcome)
             outcomes.append(outcome)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
 from kernelnotes.pipeline import Outcome
+
+# XML 1.0 forbids most control characters (ANSI colour codes carry ESC): drop them from reports.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    return _NOT_XML.sub("", text)
 
 
 def case_name(outcome: Outcome, notes_prefix: str) -> str:
@@ -48,12 +56,13 @@ def write_junit(outcomes: Sequence[Outcome], path: Path, notes_prefix: str = "no
             ET.SubElement(case, "skipped", message="not run")
         elif o.failed:
             failed_cases = [c for c in r.check if not c.ok]
-            failure = ET.SubElement(case, "failure", message=o.failure_line()[:500])
-            failure.text = r.error or "\n".join(
-                f"{c.label} {c.dtype} {c.shape}: {c.message or c.max_abs}" for c in failed_cases
+            failure = ET.SubElement(case, "failure", message=_xml(o.failure_line()[:500]))
+            failure.text = _xml(
+                r.error
+                or "\n".join(f"{c.label} {c.dtype} {c.shape}: {c.message or c.max_abs}" for c in failed_cases)
             )
         if r is not None and r.stdout:
-            ET.SubElement(case, "system-out").text = r.stdout[:20_000]
+            ET.SubElement(case, "system-out").text = _xml(r.stdout[:20_000])
     ET.indent(suite)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)

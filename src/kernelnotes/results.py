@@ -48,6 +48,8 @@ class RunResult:
     versions: dict[str, str] = field(default_factory=dict)  # torch, triton, cuda, driver, python
     created_at: str = ""
     key: str = ""  # the cache key it was computed for
+    code_key: str = ""  # the key without the device class: same code, same inputs
+    retry: bool = False  # the worker timed out or died: run it again next time instead of caching
 
     @property
     def ok(self) -> bool:

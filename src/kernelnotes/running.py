@@ -36,15 +36,29 @@ def make_pipeline(settings: Settings, index: Index, options: RunOptions) -> Pipe
 
 
 def changed_paths(root: Path, notes_dir: Path) -> list[Path]:
-    """Notes that git reports as modified, staged or untracked."""
+    """Notes that git reports as modified, staged or untracked (any file name, any folder depth)."""
+    top = Path(
+        subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     out = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=all", "--", str(notes_dir)],
+        ["git", "status", "--porcelain", "-z", "--untracked-files=all", "--", str(notes_dir)],
         cwd=root,
         capture_output=True,
-        text=True,
         check=True,
-    ).stdout
-    paths = [root / line[3:].split(" -> ")[-1].strip('"') for line in out.splitlines() if line.strip()]
+    ).stdout.decode("utf-8", "surrogateescape")
+    entries = out.split("\0")
+    paths = []
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        if entry[0] in "RC":  # a rename or copy is followed by its old path
+            i += 1
+        paths.append(top / entry[3:])
     return [p for p in paths if p.exists() and p.suffix in (".md", ".ipynb")]
 
 
@@ -61,7 +75,8 @@ def select_shard(pipeline: Pipeline, notes: list[Note], shard: str) -> list[Note
         weights.append((seconds, note.path, note))
     loads = [0.0] * n
     chosen: list[Note] = []
-    # heaviest first, ties broken by path; each note goes to the least loaded shard (lowest index on ties)
+    # heaviest first (ties: a hash of the path, then the path); each note goes to the least loaded
+    # shard, the lowest index on ties. Shards agree when they read the same recorded durations.
     for seconds, _path, note in sorted(weights, key=lambda w: (-w[0], zlib.crc32(w[1].encode()), w[1])):
         target = min(range(n), key=lambda i: (loads[i], i))
         loads[target] += seconds

@@ -26,14 +26,9 @@ class RunStore:
         row = self._row(note_path, snippet_idx, start_line, result.to_dict())
         self.table.upsert(row, pk=("key", "device"))
 
-    def fresh(self, key: str, device_class: str) -> RunResult | None:
-        """The newest result computed for exactly this key on a device of this class."""
-        rows = list(
-            self.db.query(
-                "select * from runs where key = ? and device_class = ? order by created_at desc limit 1",
-                [key, device_class],
-            )
-        )
+    def fresh(self, key: str) -> RunResult | None:
+        """The newest result computed for exactly this key (the key includes the device class)."""
+        rows = list(self.db.query("select * from runs where key = ? order by created_at desc limit 1", [key]))
         return self._result(rows[0]) if rows else None
 
     def latest(self, note_path: str, snippet_idx: int) -> list[RunResult]:
@@ -100,6 +95,7 @@ class RunStore:
             "value": data["value"],
             "error": data["error"],
             "check_name": data["check_name"],
+            "code_key": data.get("code_key", ""),
             "duration": data["duration"],
             "created_at": data["created_at"],
         }

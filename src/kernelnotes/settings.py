@@ -27,6 +27,10 @@ class Settings:
     snippets_dir: Path
     db_path: Path
     plugins_dir: Path | None = None
+    # defaults of `kn run`, shared with the site (the plugin's device, jobs, timeout options)
+    device: str = "auto"
+    jobs: int = 1
+    timeout: float = 60.0
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -104,4 +108,7 @@ def load_settings(
         snippets_dir=(root / str(options.get("snippets_dir", "snippets"))).resolve(),
         db_path=db_path,
         plugins_dir=(root / str(plugins_dir)).resolve() if plugins_dir else None,
+        device=str(options.get("device", "auto")),
+        jobs=int(options.get("jobs", 1)),
+        timeout=float(options.get("timeout", 60)),
     )

@@ -86,7 +86,11 @@ class WorkerProcess:
 
     def _death_reason(self) -> str:
         assert self.proc is not None
-        code = self.proc.wait()
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # alive but talking nonsense: stop it
+            self.kill()
+            return "the worker sent a broken reply and was stopped"
         if code < 0:
             try:
                 name = signal.Signals(-code).name
@@ -102,12 +106,14 @@ class WorkerProcess:
         return reason + (f"\n{tail}" if tail else "")
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group outlives an exited leader
+        except (ProcessLookupError, PermissionError):
+            if self.proc.poll() is None:
                 self.proc.kill()
-            self.proc.wait()
+        self.proc.wait()
 
     def close(self) -> None:
         if self.proc is None:
@@ -117,8 +123,9 @@ class WorkerProcess:
                 write_message(self.proc.stdin, {"type": "exit"})  # type: ignore[arg-type]
                 self.proc.wait(timeout=2)
             except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
-                self.kill()
-        for stream in (self.proc.stdin, self.proc.stdout):
+                pass
+        self.kill()  # the whole process group: a block's own subprocesses end with the worker
+        for stream in (self.proc.stdin, self.proc.stdout, self._log):
             if stream is not None:
                 stream.close()
         self.proc = None

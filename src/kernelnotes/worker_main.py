@@ -26,11 +26,19 @@ SNIPPET_FILE = "<kernelnotes-snippet>"
 
 
 def read_message(stream: BinaryIO) -> dict[str, Any] | None:
+    """The next message, or None when the other side is gone (also mid-message)."""
     header = stream.read(4)
     if len(header) < 4:
         return None
     (size,) = struct.unpack("!I", header)
-    return json.loads(stream.read(size))
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
 
 
 def write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
@@ -59,6 +67,14 @@ class BoundedWriter(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        # subprocess.run(..., stdout=sys.stdout) writes to fd 1, which goes to the scratch file
+        return 1
+
+    @property
+    def buffer(self) -> _BytesToText:
+        return _BytesToText(self)
+
     def getvalue(self) -> str:
         text = "".join(self.parts)
         if self.dropped:
@@ -66,6 +82,20 @@ class BoundedWriter(io.TextIOBase):
                 f"\n… output truncated: {self.dropped:,} more characters not shown (limit {self.limit:,})\n"
             )
         return text
+
+
+class _BytesToText:
+    """`sys.stdout.buffer` for a BoundedWriter: bytes are decoded and kept with the text."""
+
+    def __init__(self, text: BoundedWriter) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        self.text.write(bytes(data).decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 class Worker:
@@ -76,6 +106,7 @@ class Worker:
         self.pm: Any = None
         self.kernels: dict[str, Any] | None = None
         self.scratch = tempfile.TemporaryFile()
+        self.fd_limit = 200_000
         self.environment = self._environment()
         # Choose Triton's interpreter (no GPU) before any block can import triton: triton.language
         # decorates its own helpers (tl.sum, tl.max, ...) at import time, and helpers decorated
@@ -281,8 +312,11 @@ class Worker:
         """Output written straight to file descriptors 1 and 2 (by C code or subprocesses)."""
         sys.stdout.flush()
         self.scratch.seek(0)
-        data = self.scratch.read(100_000).decode("utf-8", "replace")
-        return data
+        data = self.scratch.read(self.fd_limit + 1)
+        text = data[: self.fd_limit].decode("utf-8", "replace")
+        if len(data) > self.fd_limit:
+            text += f"\n… output written to file descriptors truncated at {self.fd_limit:,} bytes\n"
+        return text
 
 
 def _nvidia_driver() -> str:
@@ -341,6 +375,10 @@ def _apply_memory_limit() -> None:
 
 
 def main() -> None:
+    # `python -m` puts the working directory (the project root) first on sys.path; drop it, so a
+    # block can never import the top-level kernels/ or plugins/ folders under their bare names.
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.getcwd():
+        sys.path.pop(0)
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.environ.setdefault("MPLBACKEND", "Agg")
