@@ -270,3 +270,24 @@ def test_migrations_are_recorded_and_a_newer_schema_is_refused(tmp_path):
     db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(RuntimeError, match="newer"):
         open_db(tmp_path / "i.db")
+
+
+def test_include_created_later_reindexes_the_note(project, index):
+    project.note("a.md", '# A\n\n```python\n--8<-- "snippets/later.py"\n```\n')
+    assert index.update(project.notes, project.resolver()).problems
+    project.snippet("later.py", "LATER = 1\n")
+    report = index.update(project.notes, project.resolver())
+    assert report.updated == ["a.md"] and report.problems == []
+    assert index.note("a.md")["snippets"][0]["code"] == "LATER = 1"
+
+
+def test_renames_of_identical_files_keep_their_ids(project, index):
+    for name in ("b.md", "c.md"):
+        project.note(name, "# same\n\nidentical\n")
+    index.update(project.notes, project.resolver())
+    ids = {p: index.note(p)["id"] for p in ("b.md", "c.md")}
+    (project.notes / "b.md").rename(project.notes / "d.md")
+    (project.notes / "c.md").rename(project.notes / "e.md")
+    report = index.update(project.notes, project.resolver())
+    assert sorted(report.renamed) == [("b.md", "d.md"), ("c.md", "e.md")] and not report.added
+    assert {index.note("d.md")["id"], index.note("e.md")["id"]} == set(ids.values())

@@ -50,6 +50,10 @@ BLOCKS = {
     "segfault": "import ctypes\nctypes.string_at(0)",
     "abort": "import os\nos.abort()",
     "flood": 'print("x" * 100_000_000)',
+    "crash_first": "import os\nos.abort()",
+    "crash_then": 'print("needs the crashed session")',
+    "bare_kernels": "import kernels",
+    "subprocess_out": 'import subprocess, sys\nsubprocess.run(["echo", "from a child"], stdout=sys.stdout, check=True)\nsys.stdout.buffer.write(b"bytes\\n")',
     "figure": "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2, 3])",
     "script": 'print("<script>alert(1)</script>")',
     "after": 'print("still running")',
@@ -64,6 +68,8 @@ ATTRS = {
     "check_dtype": 'check="softmax"',
     "check_shape": 'check="softmax"',
     "loop": 'timeout="3"',
+    "crash_first": 'session="crash"',
+    "crash_then": 'session="crash"',
 }
 
 
@@ -93,6 +99,8 @@ def ran(tmp_path_factory):
     from .conftest import Project
 
     project = Project(tmp_path_factory.mktemp("pipeline"))
+    (project.root / "kernels").mkdir()  # like the repository: must not be importable as `kernels`
+    (project.root / "kernels" / "__init__.py").write_text("SHADOW = True\n")
     project.snippet("helper.py", 'def shout():\n    print("from an imported function")\n')
     text, where = build_note(BLOCKS)
     project.note("exec.md", text)
@@ -181,6 +189,21 @@ def test_hang_exit_and_crashes_become_failed_results(ran):
     assert "SIGABRT" in by_name["abort"].result.error
     after = by_name["after"].result
     assert after.ok and after.stdout == "still running\n"  # nothing else is lost
+
+
+def test_a_dead_session_skips_its_later_blocks_with_a_reason(ran):
+    assert "SIGABRT" in ran[0]["crash_first"].result.error
+    then = ran[0]["crash_then"].result
+    assert then.error.startswith("not run: an earlier block of this session") and then.retry
+
+
+def test_blocks_cannot_import_the_top_level_folders_by_bare_name(ran):
+    assert "ModuleNotFoundError: No module named 'kernels'" in ran[0]["bare_kernels"].result.error
+
+
+def test_child_process_output_and_stdout_buffer_are_captured(ran):
+    r = ran[0]["subprocess_out"].result
+    assert r.ok and "from a child" in r.stdout and "bytes" in r.stdout
 
 
 def test_huge_output_is_truncated_with_a_notice(ran):
@@ -284,6 +307,17 @@ def test_export_import_and_stale_marking(project, tmp_path):
     (o,) = viewer.run(load_notes(settings2)[0])
     assert o.stale and o.result.stdout == "recorded\n"
     assert viewer.pm.hook.render_result(outcome=o, figure_link=None).startswith('!!! warning "stale')
+    # run the edited code here: the CPU result is current, the GPU one is listed as stale
+    runner = make_pipeline(settings2, other_db, RunOptions())
+    try:
+        (o,) = runner.run(load_notes(settings2)[0])
+    finally:
+        runner.close()
+    assert not o.stale and o.result.stdout == "edited\n"
+    assert [(r.device, stale) for r, stale in o.others] == [("NVIDIA H100 80GB HBM3", True)]
+    assert "stale: recorded for an earlier version" in runner.pm.hook.render_result(
+        outcome=o, figure_link=None
+    )
 
 
 def test_memory_limit(project):
@@ -300,7 +334,10 @@ def test_kn_run_writes_junit_and_exits_1_on_failure(project, monkeypatch):
     from kernelnotes.cli import build_cli
 
     project.note("ok.md", '# OK\n\n```python exec="on"\nprint(1)\n```\n')
-    project.note("bad.md", '# Bad\n\n\n```python exec="on"\nraise ValueError("boom")\n```\n')
+    project.note(
+        "bad.md",
+        '# Bad\n\n\n```python exec="on"\nprint("\\x1b[31mred\\x1b[0m")\nraise ValueError("boom")\n```\n',
+    )
     monkeypatch.chdir(project.root)
     runner = CliRunner()
     args = ["--notes", "notes", "--db", "kn.db", "run", "--report", "junit.xml", "--summary", "summary.md"]
