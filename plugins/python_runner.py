@@ -83,7 +83,7 @@ class PythonRunner:
             request = {
                 "type": "run",
                 "code": snippet.code,
-                "session": snippet.attrs.get("session") or f"block:{snippet.index}",
+                "session": snippet.session,
                 "index": snippet.index,
                 "path": display_path,
                 "start_line": snippet.start_line,

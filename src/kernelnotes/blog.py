@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from kernelnotes.parse import FENCE_OPEN, make_excerpt, split_code
+from kernelnotes.textsearch import CJK
 
 EXCERPT_SEPARATOR = "<!-- more -->"
 
@@ -36,7 +37,7 @@ WORDS_PER_MINUTE = 200  # English words, numbers, inline code and inline formula
 CODE_LINES_PER_MINUTE = 40  # code is skimmed line by line, not read word by word
 SECONDS_PER_DISPLAY_FORMULA = 10
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+_CJK = re.compile(f"[{CJK}]")
 _WORD = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:['’.\-][A-Za-z0-9\u00c0-\u024f]+)*")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
 _DISPLAY_MATH = re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.+?\\end\{\1\}", re.S)

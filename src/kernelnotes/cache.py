@@ -80,10 +80,8 @@ class KeyMaker:
         previous: dict[str, str] = {}
         out = []
         for snippet in snippets:
-            session = str(snippet.attrs.get("session") or "")
-            code_key = self.code_key(snippet, previous.get(session, "") if session else "")
-            if session:
-                previous[session] = code_key
+            code_key = self.code_key(snippet, previous.get(snippet.session, ""))
+            previous[snippet.session] = code_key
             device = resolve_device_class(str(snippet.attrs.get("device", self.device)))
             out.append((_digest({"code": code_key, "device": device}), code_key))
         return out

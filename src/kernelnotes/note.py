@@ -35,6 +35,11 @@ class Snippet:
     source_map: tuple[tuple[str, int], ...] = ()
 
     @property
+    def session(self) -> str:
+        """The namespace this block runs in: its `session` attribute, else a name of its own."""
+        return f"session:{self.attrs['session']}" if self.attrs.get("session") else f"block:{self.index}"
+
+    @property
     def executable(self) -> bool:
         return str(self.attrs.get("exec", "")).lower() in {"on", "true", "1", "yes"}
 

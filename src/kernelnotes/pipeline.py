@@ -126,8 +126,7 @@ class Pipeline:
         """Blocks sharing a `session` run together in page order; any other block runs alone."""
         groups: dict[str, list[Snippet]] = {}
         for s in snippets:
-            session = s.attrs.get("session")
-            groups.setdefault(f"session:{session}" if session else f"block:{s.index}", []).append(s)
+            groups.setdefault(s.session, []).append(s)
         return sorted(groups.values(), key=lambda g: g[0].index)
 
     def _run_group(

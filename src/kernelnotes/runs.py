@@ -63,24 +63,20 @@ class RunStore:
         return sum(len(r) for r in by_note.values())
 
     def import_(self, folder: Path) -> int:
-        """Merge exported results; for the same key and device the newer one wins."""
-        count = 0
+        """Merge exported results (one transaction); for the same key and device the newer one wins."""
+        known = {
+            (r["key"], r["device"]): r["created_at"]
+            for r in self.db.query("select key, device, created_at from runs")
+        }
+        rows = []
         for path in sorted(folder.glob("*.json")):
             data = json.loads(path.read_text(encoding="utf-8"))
             for row in data.get("runs", []):
-                existing = list(
-                    self.db.query(
-                        "select created_at from runs where key = ? and device = ?",
-                        [row["key"], row["device"]],
-                    )
-                )
-                if existing and existing[0]["created_at"] >= row["created_at"]:
-                    continue
-                self.table.upsert(
-                    self._row(data["note"], row["snippet_idx"], row["start_line"], row), pk=("key", "device")
-                )
-                count += 1
-        return count
+                if known.get((row["key"], row["device"]), "") < row["created_at"]:
+                    rows.append(self._row(data["note"], row["snippet_idx"], row["start_line"], row))
+        with self.db.atomic():
+            self.table.upsert_all(rows, pk=("key", "device"))
+        return len(rows)
 
     def _row(self, note_path: str, snippet_idx: int, start_line: int, data: dict[str, Any]) -> dict[str, Any]:
         row = {

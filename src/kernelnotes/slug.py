@@ -10,7 +10,9 @@ import re
 import unicodedata
 from typing import Any
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+from kernelnotes.textsearch import CJK
+
+_CJK = re.compile(f"[{CJK}]")
 
 
 def slugify(text: str, separator: str = "-", **_: Any) -> str:

@@ -137,7 +137,7 @@ class Worker:
         # counting already frees the dropped namespaces
 
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
-        session = req.get("session") or f"__block_{req.get('index')}"
+        session = req["session"]
         namespace = self.sessions.setdefault(session, {"__name__": "__main__", "__builtins__": __builtins__})
         device = self._resolve_device(req.get("device", "auto"))
         namespace["DEVICE"] = device
