@@ -291,3 +291,27 @@ def test_renames_of_identical_files_keep_their_ids(project, index):
     report = index.update(project.notes, project.resolver())
     assert sorted(report.renamed) == [("b.md", "d.md"), ("c.md", "e.md")] and not report.added
     assert {index.note("d.md")["id"], index.note("e.md")["id"]} == set(ids.values())
+
+
+def test_datasette_browses_and_searches_the_index(tmp_path, project):
+    import asyncio
+    import urllib.parse
+
+    from datasette.app import Datasette
+
+    project.note("a.md", note("连续扩散模型", "正文：扩散与采样。", ["扩散模型"]))
+    project.note("b.md", note("梯度检查点", "重计算。", ["显存"]))
+    Index(tmp_path / "kn.db").update(project.notes, project.resolver())
+
+    async def query():
+        ds = Datasette([str(tmp_path / "kn.db")])
+        notes = await ds.client.get("/kn/notes.json?_shape=array&_col=title")
+        # FTS as datasette offers it: a Chinese word is the phrase of its characters
+        found = await ds.client.get(
+            "/kn/notes_search.json?_shape=array&_search=" + urllib.parse.quote('"扩 散"')
+        )
+        return notes, found
+
+    notes, found = asyncio.run(query())
+    assert notes.status_code == 200 and {r["title"] for r in notes.json()} == {"连续扩散模型", "梯度检查点"}
+    assert found.status_code == 200 and len(found.json()) == 1
