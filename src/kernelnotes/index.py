@@ -214,7 +214,7 @@ class Index:
             r["path"]: r for r in self.db.query("select id, path, size, mtime_ns, sha, includes from notes")
         }
         seen: set[str] = set()
-        changed: list[tuple[str, Path, os.stat_result, bytes]] = []
+        changed: list[tuple[str, Path, os.stat_result, bytes, str]] = []
         reparse_paths: set[str] = set()
         for path, rel in walk_notes(notes_dir):
             report.scanned += 1
@@ -224,20 +224,21 @@ class Index:
             except OSError:
                 continue
             row = existing.get(rel)
+            includes_ok = row is not None and self._includes_fresh(row, resolver)
             if (
-                row
-                and row["size"] == st.st_size
-                and row["mtime_ns"] == st.st_mtime_ns
-                and self._includes_fresh(row, resolver)
+                row is not None
+                and includes_ok
+                and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
             ):
                 report.unchanged += 1
                 continue
             data = path.read_bytes()
-            if row and row["sha"] == sha256(data) and self._includes_fresh(row, resolver):
+            sha = sha256(data)
+            if row is not None and includes_ok and row["sha"] == sha:
                 self.db.table("notes").update(row["id"], {"size": st.st_size, "mtime_ns": st.st_mtime_ns})
                 report.unchanged += 1
                 continue
-            changed.append((rel, path, st, data))
+            changed.append((rel, path, st, data, sha))
             reparse_paths.add(rel)
 
         gone = {p: r for p, r in existing.items() if p not in seen}
@@ -248,11 +249,10 @@ class Index:
         writes: list[tuple[int, Note, os.stat_result, str]] = []
         failed: list[str] = []
         problems: list[Problem] = []
-        for rel, path, st, data in changed:
+        for rel, path, st, data, sha in changed:
             result = parse_file(path, rel, resolver, data)
             problems.extend(result.problems)
             report.parsed += 1
-            sha = sha256(data)
             if result.note is None:
                 failed.append(rel)
                 continue

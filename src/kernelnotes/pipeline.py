@@ -169,7 +169,7 @@ class Pipeline:
             message = f"no runner for language {group[0].language or '(none)'!r}; install a plugin that provides one"
             return [RunResult(status=FAILED, error=message) for _ in group]
         # a block whose include is missing is not run: its code is not what the author wrote
-        missing = {s.index: _missing_includes(s) for s in group if _missing_includes(s)}
+        missing = {s.index: reason for s in group if (reason := _missing_includes(s))}
         ran = iter(runner.run_session(note, [s for s in group if s.index not in missing], self))
         return [
             RunResult(status=FAILED, error=missing[s.index]) if s.index in missing else next(ran)
