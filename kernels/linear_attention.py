@@ -8,7 +8,8 @@ Computing it token by token is a sequential scan; computing it as masked quadrat
 O(N^2). The chunked form does both halves where each is cheap: the sequence is cut into chunks of
 `chunk_size` tokens; within a chunk the contribution is the masked quadratic form
 `tril(phi(Q_c) phi(K_c)^T) V_c` (tensor-core friendly), and everything before the chunk is summarised by
-the state `(S, z)` carried in fp32 from chunk to chunk. One program handles one (batch, head) and a
+the state `(S, z)` carried in fp32 from chunk to chunk. On a GPU, 16-bit inputs multiply on tensor
+cores (operands in the input dtype, fp32 accumulation); fp32 inputs use exact fp32 products. One program handles one (batch, head) and a
 slice of the value dimension, and walks the chunks in order.
 
 `eps` (1e-6) in the denominator only guards against underflow of `phi(q) . z`: phi > 0, so the sum is
@@ -40,6 +41,16 @@ def _phi(x):
 
 
 @triton.jit
+def _dot(a, b, DOT_FP32: tl.constexpr, DT: tl.constexpr):
+    """a @ b accumulated in fp32: exact fp32 products (fp32 inputs, the interpreter), else tensor cores on
+    operands rounded to the input dtype DT, as FlashAttention does with its probabilities."""
+    if DOT_FP32:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a.to(DT), b.to(DT))
+
+
+@triton.jit
 def _linear_attn_fwd_kernel(
     Q,
     K,
@@ -63,10 +74,12 @@ def _linear_attn_fwd_kernel(
     dim_v,
     eps,
     CAUSAL: tl.constexpr,
+    DOT_FP32: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK_DK: tl.constexpr,
     BLOCK_DV: tl.constexpr,
 ):
+    DT: tl.constexpr = Q.dtype.element_ty
     bh = tl.program_id(0)
     pid_v = tl.program_id(1)
     b = bh // n_heads
@@ -103,7 +116,7 @@ def _linear_attn_fwd_kernel(
                 mask=t_ok[:, None] & dv_ok[None, :],
                 other=0.0,
             ).to(tl.float32)
-            state += tl.dot(tl.trans(pk), v, input_precision="ieee")
+            state += _dot(tl.trans(pk), v, DOT_FP32, DT)
             z += tl.sum(pk, 0)
 
     for t0 in range(0, seqlen, CHUNK):
@@ -113,7 +126,7 @@ def _linear_attn_fwd_kernel(
         q = tl.load(q_base + t[:, None] * stride_qt + offs_dk[None, :], mask=qk_mask, other=0.0)
         pq = tl.where(qk_mask, _phi(q.to(tl.float32)), 0.0)
         # Contribution of all earlier chunks (or of the whole sequence when not causal).
-        num = tl.dot(pq, state, input_precision="ieee")
+        num = _dot(pq, state, DOT_FP32, DT)
         den = tl.sum(pq * z[None, :], 1)
         if CAUSAL:
             k = tl.load(k_base + t[:, None] * stride_kt + offs_dk[None, :], mask=qk_mask, other=0.0)
@@ -124,11 +137,11 @@ def _linear_attn_fwd_kernel(
                 other=0.0,
             ).to(tl.float32)
             # Within the chunk: masked quadratic form, token i sees tokens j <= i.
-            a = tl.dot(pq, tl.trans(pk), input_precision="ieee")
+            a = _dot(pq, tl.trans(pk), DOT_FP32, DT)
             a = tl.where(offs_c[:, None] >= offs_c[None, :], a, 0.0)
-            num += tl.dot(a, v, input_precision="ieee")
+            num += _dot(a, v, DOT_FP32, DT)
             den += tl.sum(a, 1)
-            state += tl.dot(tl.trans(pk), v, input_precision="ieee")
+            state += _dot(tl.trans(pk), v, DOT_FP32, DT)
             z += tl.sum(pk, 0)
         out = num / (den[:, None] + eps)
         tl.store(
@@ -154,13 +167,13 @@ def linear_attention_forward(
     if out.numel() == 0:
         return finish(out, q.dtype)
     block_dk = max(16, triton.next_power_of_2(dim_k))
-    # Split the value dimension across programs only on a GPU (more parallelism); under the
-    # interpreter one program per (batch, head) is cheapest.
-    block_dv = (
-        max(16, triton.next_power_of_2(dim_v))
-        if INTERPRET
-        else min(64, max(16, triton.next_power_of_2(dim_v)))
-    )
+    # Split the value dimension across programs only on a GPU (more parallelism, and a register tile
+    # that does not spill: 32 columns for tensor-core dots, 16 for fp32 FMA dots, checked with
+    # cross_compile); under the interpreter one program per (batch, head) is cheapest.
+    if INTERPRET:
+        block_dv = max(16, triton.next_power_of_2(dim_v))
+    else:
+        block_dv = min(16 if q.dtype == torch.float32 else 32, max(16, triton.next_power_of_2(dim_v)))
     grid = (batch * n_heads, triton.cdiv(dim_v, block_dv))
     _linear_attn_fwd_kernel[grid](
         q,
@@ -185,6 +198,7 @@ def linear_attention_forward(
         dim_v,
         EPS,
         CAUSAL=causal,
+        DOT_FP32=INTERPRET or q.dtype == torch.float32,
         CHUNK=chunk_size,
         BLOCK_DK=block_dk,
         BLOCK_DV=block_dv,

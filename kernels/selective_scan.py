@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import empty_out, finish, next_pow2
+from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # ----------------------------------------------------------------------------------------------
@@ -152,9 +152,10 @@ def _check_shapes(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
 
 def _blocks(dim: int, state: int) -> tuple[int, int]:
     block_n = next_pow2(state)
-    # Keep the register tile at <= 4096 fp32 values per program on a GPU; under the interpreter a
+    # On a GPU keep the register tile at <= 1024 fp32 values per program (the backward holds several
+    # such tiles; 4096 spilled ~1 KB per thread, 2048 still a few bytes for sm_90, see cross_compile); under the interpreter a
     # bigger tile just means fewer (expensive) program instances.
-    block_d = max(1, min(next_pow2(dim), 4096 // block_n, 64))
+    block_d = max(1, min(next_pow2(dim), (4096 if INTERPRET else 1024) // block_n, 64))
     return block_d, block_n
 
 
