@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from kernelnotes.index import Index
 from kernelnotes.pipeline import RunOptions
 from kernelnotes.running import load_notes, make_pipeline
+from kernelnotes.runs import RunStore
 from kernelnotes.settings import load_settings
 
 GOOD_SOFTMAX = """
@@ -318,6 +319,52 @@ def test_export_import_and_stale_marking(project, tmp_path):
     assert "stale: recorded for an earlier version" in runner.pm.hook.render_result(
         outcome=o, figure_link=None
     )
+
+
+def test_identical_blocks_in_two_notes_share_recorded_gpu_results(project, tmp_path):
+    block = '```python exec="on"\nprint("same code")\n```\n'
+    project.note("a.md", "# A\n\n" + block)
+    project.note("b.md", "# B\n\n" + block)
+    settings, pipeline = make(project)
+    try:
+        pipeline.run(load_notes(settings)[0])
+        assert pipeline.executed == 1  # one key: the second block is served from the cache
+        assert pipeline.store.export(tmp_path / "results") == 1  # and stored once
+    finally:
+        pipeline.close()
+    (exported,) = (tmp_path / "results").rglob("*.json")
+    data = json.loads(exported.read_text())
+    data["runs"][0]["device"], data["runs"][0]["device_class"] = "NVIDIA H100 80GB HBM3", "cuda"
+    data["runs"][0]["key"] = "recorded-on-cuda"  # a GPU's key differs (device class); its code key does not
+    exported.write_text(json.dumps(data))
+    settings2 = load_settings(notes=project.notes, db=tmp_path / "site.db", cwd=project.root)
+    viewer = make_pipeline(settings2, Index(tmp_path / "site.db"), RunOptions(execute=False))
+    viewer.store.import_(tmp_path / "results")
+    outcomes = viewer.run(load_notes(settings2)[0])
+    # both places show the GPU result, current: it was recorded for exactly this code
+    assert [(o.note_path, o.result.device, o.stale) for o in outcomes] == [
+        ("a.md", "NVIDIA H100 80GB HBM3", False),
+        ("b.md", "NVIDIA H100 80GB HBM3", False),
+    ]
+
+
+def test_export_files_mirror_note_paths_and_never_collide(project, tmp_path):
+    # "a/b.md" and "a__b.md" were one file when paths were flattened with "__"
+    project.note("a/b.md", '# B\n\n```python exec="on"\nprint("nested")\n```\n')
+    project.note("a__b.md", '# B2\n\n```python exec="on"\nprint("flat")\n```\n')
+    settings, pipeline = make(project)
+    try:
+        pipeline.run(load_notes(settings)[0])
+        assert pipeline.store.export(tmp_path / "results") == 2
+    finally:
+        pipeline.close()
+    files = sorted(
+        p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*.json")
+    )
+    assert files == ["a/b.md.json", "a__b.md.json"]
+    other = RunStore(Index(tmp_path / "other.db").db)
+    assert other.import_(tmp_path / "results") == 2
+    assert {r.stdout for n in ("a/b.md", "a__b.md") for r in other.latest(n, 0)} == {"nested\n", "flat\n"}
 
 
 def test_memory_limit(project):

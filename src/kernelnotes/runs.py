@@ -7,7 +7,7 @@ repository commits, and imported where the site is built, keeping the device and
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import sqlite_utils
@@ -31,18 +31,29 @@ class RunStore:
         rows = list(self.db.query("select * from runs where key = ? order by created_at desc limit 1", [key]))
         return self._result(rows[0]) if rows else None
 
-    def latest(self, note_path: str, snippet_idx: int) -> list[RunResult]:
-        """The newest result of a snippet per device, whatever code it was computed for."""
-        sql = """
-            select * from runs where note_path = ? and snippet_idx = ? and created_at = (
-                select max(created_at) from runs r2
-                where r2.note_path = runs.note_path and r2.snippet_idx = runs.snippet_idx and r2.device = runs.device)
-            order by device_class desc, device
+    def latest(self, note_path: str, snippet_idx: int, code_key: str = "") -> list[RunResult]:
+        """The newest result of a snippet per device, whatever code it was computed for.
+
+        Rows are stored once per cache key and device, so a block identical to one elsewhere (same
+        code and session, hence the same key) finds its results through `code_key` as well.
         """
-        return [self._result(r) for r in self.db.query(sql, [note_path, snippet_idx])]
+        sql = """
+            select * from runs where (note_path = ? and snippet_idx = ?) or (? != '' and code_key = ?)
+            order by created_at desc
+        """
+        newest: dict[str, dict[str, Any]] = {}
+        for row in self.db.query(sql, [note_path, snippet_idx, code_key, code_key]):
+            newest.setdefault(row["device"], row)
+        rows = sorted(newest.values(), key=lambda r: r["device"])
+        rows.sort(key=lambda r: r["device_class"], reverse=True)  # GPU results first
+        return [self._result(r) for r in rows]
 
     def export(self, folder: Path) -> int:
-        """Write one JSON file per note with each snippet's newest result per device."""
+        """Write one JSON file per note with each snippet's newest result per device.
+
+        The files mirror the notes' paths (`posts/x.md` -> `posts/x.md.json`), so two notes never
+        share a file whatever their names.
+        """
         folder.mkdir(parents=True, exist_ok=True)
         by_note: dict[str, list[dict[str, Any]]] = {}
         newest = """
@@ -54,8 +65,11 @@ class RunStore:
         for row in self.db.query(newest):
             by_note.setdefault(row["note_path"], []).append(self._export_row(row))
         for note_path, rows in by_note.items():
-            name = note_path.replace("/", "__") + ".json"
-            (folder / name).write_text(
+            # ".." or a leading "/" must not take the file out of the folder
+            parts = [p for p in PurePosixPath(note_path).parts if p not in ("..", "/")]
+            target = folder.joinpath(*parts[:-1], parts[-1] + ".json")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(
                 json.dumps({"note": note_path, "runs": rows}, ensure_ascii=False, indent=1, sort_keys=True)
                 + "\n",
                 encoding="utf-8",
@@ -69,7 +83,7 @@ class RunStore:
             for r in self.db.query("select key, device, created_at from runs")
         }
         rows = []
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted(folder.rglob("*.json")):
             data = json.loads(path.read_text(encoding="utf-8"))
             for row in data.get("runs", []):
                 if known.get((row["key"], row["device"]), "") < row["created_at"]:
