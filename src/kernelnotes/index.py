@@ -166,7 +166,17 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("code_key", str)
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2, _migration_3)
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Results are also looked up by code key (a block identical to one in another note)."""
+    db.table("runs").create_index(["code_key"])
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+)
 
 
 def open_db(path: str | Path | None) -> sqlite_utils.Database:

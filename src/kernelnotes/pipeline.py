@@ -151,7 +151,7 @@ class Pipeline:
             else:
                 outcome = Outcome(note.path, snippet, key, cached[i], cached=cached[i] is not None)
             with self._lock:
-                latest = self.store.latest(note.path, snippet.index)
+                latest = self.store.latest(note.path, snippet.index, code_key)
             shown = outcome.result.device if outcome.result else None
             outcome.others = [(r, r.code_key != code_key) for r in latest if r.device != shown]
             if outcome.result is None and outcome.others:
