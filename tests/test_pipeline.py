@@ -505,3 +505,16 @@ def test_key_follows_imports_between_snippet_modules(project):
     assert key() == before  # not imported: no re-run
     project.snippet("inner.py", "def f():\n    return 2\n")
     assert key() != before  # imported through outer.py
+
+
+def test_notes_outside_the_notes_folder_keep_distinct_names(project, tmp_path):
+    # `kn run drafts/a/x.md drafts/b/x.md`: two files with one name must not share results
+    paths = []
+    for folder, word in (("a", "first"), ("b", "second")):
+        path = project.root / "drafts" / folder / "x.md"
+        path.parent.mkdir(parents=True)
+        path.write_text(f'# X\n\n```python exec="on"\nprint("{word}")\n```\n', encoding="utf-8")
+        paths.append(path)
+    settings = load_settings(notes=project.notes, db=tmp_path / "i.db", cwd=project.root)
+    notes, problems = load_notes(settings, paths)
+    assert not problems and sorted(n.path for n in notes) == ["drafts/a/x.md", "drafts/b/x.md"]

@@ -20,15 +20,21 @@ def load_notes(settings: Settings, paths: list[Path] | None = None) -> tuple[lis
     resolver = IncludeResolver(settings.root, settings.snippets_dir)
     notes, problems = [], []
     for path in note_files(settings.notes_dir, paths or []):
-        try:
-            rel = path.relative_to(settings.notes_dir).as_posix()
-        except ValueError:
-            rel = path.name
-        result = parse_file(path, rel, resolver)
+        result = parse_file(path, note_name(settings, path), resolver)
         problems += [p for p in result.problems if p.severity == "error"]
         if result.note is not None:
             notes.append(result.note)
     return notes, problems
+
+
+def note_name(settings: Settings, path: Path) -> str:
+    """How results name a note: its path under the notes folder; a file elsewhere (`kn run other/x.md`)
+    by its path from the project root, or its absolute path, so two such files never share a name."""
+    path = path.resolve()
+    for base in (settings.notes_dir, settings.root):
+        if path.is_relative_to(base.resolve()):
+            return path.relative_to(base.resolve()).as_posix()
+    return path.as_posix()
 
 
 def make_pipeline(settings: Settings, index: Index, options: RunOptions) -> Pipeline:
