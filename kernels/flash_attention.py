@@ -395,7 +395,7 @@ def _attn_bwd_dq_kernel(
 
 
 def _block_sizes(
-    head_dim: int, seqlen_q: int, seqlen_k: int, dtype: torch.dtype, backward: bool
+    head_dim: int, seqlen_q: int, seqlen_k: int, dtype: torch.dtype, backward: bool, gpu: bool = not INTERPRET
 ) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages).
 
@@ -403,8 +403,9 @@ def _block_sizes(
     since numpy really multiplies the padding. GPU: fixed tiles, chosen with `cross_compile` so that
     for sm_90 nothing spills registers and shared memory fits (e.g. 128x64 tiles with 3 stages would
     need 256 KiB at head dim 256, over the H100's 227 KiB); 16-bit tiles at head dim <= 128 use wgmma.
+    `gpu=True` under the interpreter lets tests check the GPU tiling on CPU.
     """
-    if INTERPRET:
+    if not gpu:
         return (
             min(128, max(16, triton.next_power_of_2(seqlen_q))),
             min(128, max(16, triton.next_power_of_2(seqlen_k))),
@@ -523,7 +524,7 @@ def attention_backward_packed(
     dot_fp32 = INTERPRET or q.dtype == torch.float32
     delta = torch.empty((n_heads, total_q), dtype=torch.float32, device=q.device)
     # Rows of O and dO per program: 8192 elements of each keeps the preprocess under ~128 registers.
-    pre_m = 128 if INTERPRET else max(16, 8192 // block_d)
+    pre_m = max(16, 8192 // block_d)
     _attn_bwd_preprocess_kernel[(triton.cdiv(total_q, pre_m), n_heads)](
         out,
         do,

@@ -156,6 +156,15 @@ def _linear_attn_fwd_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
+def _block_dv(dim_v: int, dtype: torch.dtype, gpu: bool = not INTERPRET) -> int:
+    """Value columns per program. On a GPU: split across programs (more parallelism, and a register
+    tile that does not spill: 32 columns for tensor-core dots, 16 for fp32 FMA dots, checked with
+    cross_compile). Under the interpreter one program per (batch, head) is cheapest."""
+    if not gpu:
+        return max(16, triton.next_power_of_2(dim_v))
+    return min(16 if dtype == torch.float32 else 32, max(16, triton.next_power_of_2(dim_v)))
+
+
 def linear_attention_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, chunk_size: int
 ) -> torch.Tensor:
@@ -167,13 +176,7 @@ def linear_attention_forward(
     if out.numel() == 0:
         return finish(out, q.dtype)
     block_dk = max(16, triton.next_power_of_2(dim_k))
-    # Split the value dimension across programs only on a GPU (more parallelism, and a register tile
-    # that does not spill: 32 columns for tensor-core dots, 16 for fp32 FMA dots, checked with
-    # cross_compile); under the interpreter one program per (batch, head) is cheapest.
-    if INTERPRET:
-        block_dv = max(16, triton.next_power_of_2(dim_v))
-    else:
-        block_dv = min(16 if q.dtype == torch.float32 else 32, max(16, triton.next_power_of_2(dim_v)))
+    block_dv = _block_dv(dim_v, q.dtype)
     grid = (batch * n_heads, triton.cdiv(dim_v, block_dv))
     _linear_attn_fwd_kernel[grid](
         q,

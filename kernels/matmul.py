@@ -105,13 +105,15 @@ def _matmul_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
-def _block_sizes(M: int, N: int, K: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+def _block_sizes(
+    M: int, N: int, K: int, dtype: torch.dtype, gpu: bool = not INTERPRET
+) -> tuple[int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages).
 
     Under the interpreter every program instance costs about a millisecond, so a few large tiles win.
     On a GPU a fixed, commonly good configuration is used (no autotuning: deterministic and cheap).
     """
-    if INTERPRET:
+    if not gpu:
         bm = min(128, max(16, triton.next_power_of_2(M)))
         bn = min(128, max(16, triton.next_power_of_2(N)))
         bk = min(128, max(16, triton.next_power_of_2(K)))

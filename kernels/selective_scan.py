@@ -150,12 +150,12 @@ def _check_shapes(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
         raise ValueError(f"a, b, c must share a dtype; got {a.dtype}, {b.dtype}, {c.dtype}")
 
 
-def _blocks(dim: int, state: int) -> tuple[int, int]:
+def _blocks(dim: int, state: int, gpu: bool = not INTERPRET) -> tuple[int, int]:
     block_n = next_pow2(state)
     # On a GPU keep the register tile at <= 1024 fp32 values per program (the backward holds several
     # such tiles; 4096 spilled ~1 KB per thread, 2048 still a few bytes for sm_90, see cross_compile); under the interpreter a
     # bigger tile just means fewer (expensive) program instances.
-    block_d = max(1, min(next_pow2(dim), (4096 if INTERPRET else 1024) // block_n, 64))
+    block_d = max(1, min(next_pow2(dim), (1024 if gpu else 4096) // block_n, 64))
     return block_d, block_n
 
 
