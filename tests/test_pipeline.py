@@ -285,14 +285,19 @@ def test_cache_reruns_exactly_what_changed(project):
         pipeline.close()
 
 
-def test_export_import_and_stale_marking(project, tmp_path):
-    project.note("a.md", '# A\n\n```python exec="on"\nprint("recorded")\n```\n')
+def run_and_export(project, folder) -> tuple[int, int]:
+    """Run every note of the project, export the results to `folder`: (blocks executed, exported)."""
     settings, pipeline = make(project)
     try:
         pipeline.run(load_notes(settings)[0])
-        assert pipeline.store.export(tmp_path / "results") == 1
+        return pipeline.executed, pipeline.store.export(folder)
     finally:
         pipeline.close()
+
+
+def test_export_import_and_stale_marking(project, tmp_path):
+    project.note("a.md", '# A\n\n```python exec="on"\nprint("recorded")\n```\n')
+    assert run_and_export(project, tmp_path / "results") == (1, 1)
     data = json.loads((tmp_path / "results" / "a.md.json").read_text())
     assert data["note"] == "a.md" and data["runs"][0]["stdout"] == "recorded\n"
     data["runs"][0]["device"], data["runs"][0]["device_class"] = "NVIDIA H100 80GB HBM3", "cuda"
@@ -325,13 +330,8 @@ def test_identical_blocks_in_two_notes_share_recorded_gpu_results(project, tmp_p
     block = '```python exec="on"\nprint("same code")\n```\n'
     project.note("a.md", "# A\n\n" + block)
     project.note("b.md", "# B\n\n" + block)
-    settings, pipeline = make(project)
-    try:
-        pipeline.run(load_notes(settings)[0])
-        assert pipeline.executed == 1  # one key: the second block is served from the cache
-        assert pipeline.store.export(tmp_path / "results") == 1  # and stored once
-    finally:
-        pipeline.close()
+    # one key: the second block is served from the cache, and stored once
+    assert run_and_export(project, tmp_path / "results") == (1, 1)
     (exported,) = (tmp_path / "results").rglob("*.json")
     data = json.loads(exported.read_text())
     data["runs"][0]["device"], data["runs"][0]["device_class"] = "NVIDIA H100 80GB HBM3", "cuda"
@@ -352,12 +352,7 @@ def test_export_files_mirror_note_paths_and_never_collide(project, tmp_path):
     # "a/b.md" and "a__b.md" were one file when paths were flattened with "__"
     project.note("a/b.md", '# B\n\n```python exec="on"\nprint("nested")\n```\n')
     project.note("a__b.md", '# B2\n\n```python exec="on"\nprint("flat")\n```\n')
-    settings, pipeline = make(project)
-    try:
-        pipeline.run(load_notes(settings)[0])
-        assert pipeline.store.export(tmp_path / "results") == 2
-    finally:
-        pipeline.close()
+    assert run_and_export(project, tmp_path / "results") == (2, 2)
     files = sorted(
         p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*.json")
     )
