@@ -20,7 +20,8 @@ from kernelnotes.kernels._common import (
     reduction_programs,
     row_blocks,
 )
-from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
+from kernelnotes.kernels.layer_norm import TOLERANCES  # same reductions, same bounds
+from kernelnotes.kernelspec import Example, KernelSpec
 
 # How the normalised row is rounded before the weight multiply (the input dtype's precision).
 _ROUND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -181,14 +182,6 @@ def _bytes(x: torch.Tensor, weight: torch.Tensor, *_: object, **__: object) -> f
     rows = x.numel() // max(x.shape[-1], 1)
     return 2.0 * x.numel() * x.element_size() + weight.numel() * weight.element_size() + 4.0 * rows
 
-
-# As layer_norm: fp32 floor = the allclose atol (torch fp32 is the reference itself); fp16/bf16
-# floors about one output ulp at the magnitudes seen here.
-TOLERANCES = {
-    "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
-    "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=4e-3),
-    "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=3.2e-2),
-}
 
 SPECS: tuple[KernelSpec, ...] = (
     KernelSpec(
