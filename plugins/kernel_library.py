@@ -29,10 +29,9 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the kernels as JSON.")
     def kernels_cmd(as_json: bool) -> None:
         """List the reference kernels notes can check against (check="NAME")."""
-        from kernelnotes.plugins.manager import get_plugin_manager
-        from kernelnotes.registry import load_kernels
+        from kernelnotes.api import current_app
 
-        specs = load_kernels(get_plugin_manager()).values()
+        specs = current_app().kernels().values()
         rows: list[dict[str, Any]] = [
             {
                 "name": s.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -60,6 +61,30 @@ def _load_file(path: Path) -> object:
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def plugin_sources(pm: pluggy.PluginManager, plugins_dir: str | Path | None = None) -> list[Path]:
+    """The source files a result can depend on: the package folder of every registered plugin
+    (a plugin module's helpers usually live beside it), every file of `plugins_dir`, the kernels
+    and the worker-side core modules. The cache key hashes them, so editing any of them re-runs
+    the blocks that depend on them."""
+    from kernelnotes.cache import result_sources
+
+    files: set[Path] = set(result_sources())
+    folders: set[Path] = set()
+    for _name, plugin in pm.list_name_plugin():
+        module = plugin if inspect.ismodule(plugin) else inspect.getmodule(type(plugin))
+        source = getattr(module, "__file__", None)
+        if source:
+            path = Path(source).resolve()
+            files.add(path)
+            if getattr(module, "__package__", ""):  # part of a package: its siblings count too
+                folders.add(path.parent)
+    if plugins_dir is not None and Path(plugins_dir).is_dir():
+        folders.add(Path(plugins_dir).resolve())
+    for folder in folders:
+        files.update(p for p in folder.glob("*.py") if p.is_file())
+    return sorted(files)
 
 
 def plugin_names(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:

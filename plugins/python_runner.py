@@ -13,19 +13,24 @@ from kernelnotes.worker import WorkerError, WorkerProcess
 
 if TYPE_CHECKING:
     from kernelnotes.note import Note, Snippet
-    from kernelnotes.pipeline import Pipeline
+    from kernelnotes.pipeline import RunContext
 
 LANGUAGES = {"python", "py", "python3", "pycon"}
 STASH_KEY = "python-runner"
 
 
 @hookimpl
-def choose_runner(snippet: Snippet, pipeline: Pipeline) -> PythonRunner | None:
+def exec_languages() -> list[str]:
+    return sorted(LANGUAGES - {"pycon"})
+
+
+@hookimpl
+def choose_runner(snippet: Snippet, context: RunContext) -> PythonRunner | None:
     if snippet.language not in LANGUAGES:
         return None
-    runner = pipeline.stash.get(STASH_KEY)
+    runner = context.stash.get(STASH_KEY)  # called under context.lock
     if runner is None:
-        runner = pipeline.stash[STASH_KEY] = PythonRunner(pipeline)
+        runner = context.stash[STASH_KEY] = PythonRunner(context)
     return runner
 
 
@@ -33,53 +38,55 @@ class PythonRunner:
     """A pool of `jobs` workers. A worker is replaced when it dies, times out, or when the project's
     own code (kernels, plugins) changed since it started, so no stale module is ever served."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        options = pipeline.options
+    def __init__(self, context: RunContext) -> None:
+        options = context.options
         # Split the cores between the workers: torch's default of one thread per core in each of
         # `jobs` workers oversubscribes a small machine, and small-tensor blocks then run 8-30x slower.
         threads = str(max(1, (os.cpu_count() or 1) // max(1, options.jobs)))
         env = {
             "MPLBACKEND": "Agg",
             "PYTHONPATH": os.pathsep.join(
-                p for p in (str(pipeline.settings.snippets_dir), os.environ.get("PYTHONPATH")) if p
+                p for p in (str(context.settings.snippets_dir), os.environ.get("PYTHONPATH")) if p
             ),
             "OMP_NUM_THREADS": threads,
         }
         if options.memory_limit_mb:
             env["KERNELNOTES_MEMORY_LIMIT_MB"] = str(options.memory_limit_mb)
-        if pipeline.settings.plugins_dir:
-            env["KERNELNOTES_PLUGINS_DIR"] = str(pipeline.settings.plugins_dir)
+        if context.settings.plugins_dir:
+            env["KERNELNOTES_PLUGINS_DIR"] = str(context.settings.plugins_dir)
         self.workers: queue.Queue[WorkerProcess] = queue.Queue()
-        self.all = [WorkerProcess(env, cwd=pipeline.settings.root) for _ in range(max(1, options.jobs))]
+        self.all = [WorkerProcess(env, cwd=context.settings.root) for _ in range(max(1, options.jobs))]
         for worker in self.all:
             self.workers.put(worker)
         self.project_hash = ""
         self._lock = threading.Lock()
 
-    def run_session(self, note: Note, snippets: list[Snippet], pipeline: Pipeline) -> list[RunResult]:
-        self._restart_if_project_changed(pipeline)
+    def run_session(self, note: Note, snippets: list[Snippet], context: RunContext) -> list[RunResult]:
+        """Called from the pipeline's job threads: each takes a worker of its own from the pool."""
+        self._restart_if_project_changed(context)
         worker = self.workers.get()
         try:
-            return self._run(worker, note, snippets, pipeline)
+            return self._run(worker, note, snippets, context)
         finally:
             self.workers.put(worker)
 
     def _run(
-        self, worker: WorkerProcess, note: Note, snippets: list[Snippet], pipeline: Pipeline
+        self, worker: WorkerProcess, note: Note, snippets: list[Snippet], context: RunContext
     ) -> list[RunResult]:
-        options = pipeline.options
+        options = context.options
         results: list[RunResult] = []
-        display_path = _display_path(note, pipeline)
+        display_path = _display_path(note, context)
         try:
             # every session starts from a clean namespace, with snippet modules imported afresh
-            worker.request({"type": "reset", "purge_prefixes": [str(pipeline.settings.snippets_dir)]}, 60)
+            worker.request({"type": "reset", "purge_prefixes": [str(context.settings.snippets_dir)]}, 60)
         except WorkerError as exc:
             return [
                 RunResult(status=FAILED, error=f"could not start the Python worker: {exc}") for _ in snippets
             ]
         lost = ""
         for snippet in snippets:
-            timeout = float(snippet.attrs.get("timeout", options.timeout))
+            block = context.block_options(snippet)
+            timeout = block.timeout or options.timeout
             request = {
                 "type": "run",
                 "code": snippet.code,
@@ -88,9 +95,9 @@ class PythonRunner:
                 "path": display_path,
                 "start_line": snippet.start_line,
                 "source_map": [[p or display_path, line] for p, line in snippet.source_map],
-                "device": snippet.attrs.get("device", options.device),
-                "check": snippet.attrs.get("check"),
-                "bench": str(snippet.attrs.get("bench", "")).lower() in {"on", "true", "1"},
+                "device": block.device or options.device,
+                "check": block.check,
+                "bench": block.bench,
                 "output_limit": options.output_limit,
             }
             if lost:
@@ -105,8 +112,8 @@ class PythonRunner:
                 lost = f"an earlier block of this session (line {snippet.start_line}) ended the worker"
         return results
 
-    def _restart_if_project_changed(self, pipeline: Pipeline) -> None:
-        current = pipeline.project_hash
+    def _restart_if_project_changed(self, context: RunContext) -> None:
+        current = context.code_version
         with self._lock:
             if current != self.project_hash:
                 self.project_hash = current
@@ -119,9 +126,9 @@ class PythonRunner:
             worker.close()
 
 
-def _display_path(note: Note, pipeline: Pipeline) -> str:
-    notes_dir = pipeline.settings.notes_dir
+def _display_path(note: Note, context: RunContext) -> str:
+    notes_dir = context.settings.notes_dir
     try:
-        return (notes_dir / note.path).relative_to(pipeline.settings.root).as_posix()
+        return (notes_dir / note.path).relative_to(context.settings.root).as_posix()
     except ValueError:
         return note.path

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 from kernelnotes.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from kernelnotes.pipeline import Outcome, Pipeline
+    from kernelnotes.pipeline import Outcome, RunContext
 
 
 @hookimpl
-def store_result(outcome: Outcome, pipeline: Pipeline) -> None:
+def store_result(outcome: Outcome, context: RunContext) -> None:
     if outcome.result is not None:
-        pipeline.store.save(
+        context.store.save(
             outcome.note_path, outcome.snippet.index, outcome.snippet.start_line, outcome.result
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import pytest
@@ -22,10 +23,12 @@ HOOKS = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, nam
 
 def test_hooks_are_found():
     assert HOOKS == [
+        "block_attributes",
         "check_snippet",
         "choose_runner",
         "collect_figures",
         "collect_snippets",
+        "exec_languages",
         "register_commands",
         "register_kernels",
         "render_result",
@@ -194,7 +197,7 @@ class EchoRunner:
     def __init__(self):
         self.calls = []
 
-    def run_session(self, note, snippets, pipeline):
+    def run_session(self, note, snippets, context):
         from kernelnotes.results import RunResult
 
         self.calls.append([s.index for s in snippets])
@@ -218,26 +221,42 @@ class EchoPlugin:
         self.runner = EchoRunner()
 
     @hookimpl
-    def choose_runner(self, snippet, pipeline):
+    def choose_runner(self, snippet, context):
         return self.runner if snippet.language == "echo" else None
+
+    @hookimpl
+    def exec_languages(self):
+        return ["echo"]
 
 
 def echo_pipeline(project, *plugins):
-    from kernelnotes.index import Index
-    from kernelnotes.pipeline import Pipeline, RunOptions
+    from kernelnotes.app import App
     from kernelnotes.settings import load_settings
 
     settings = load_settings(notes=project.notes, db=project.root / "kn.db", cwd=project.root)
     pm = get_plugin_manager()
     for plugin in plugins:
         pm.register(plugin)
-    return settings, Pipeline(settings, Index(settings.db_path), pm, RunOptions())
+    app = App(settings, pm)
+    app.update_index()
+    return app, app.pipeline()
 
 
-def notes_of(settings):
-    from kernelnotes.running import load_notes
+def notes_of(app):
+    return app.index.parsed_notes(app.resolver)
 
-    return load_notes(settings)[0]
+
+def render_page(app, outcomes, text):
+    """The page as the site renders it: Python-Markdown with superfences and kernelnotes.mdext."""
+    import markdown
+
+    from kernelnotes.fence import ResultsView
+
+    ResultsView.activate(ResultsView(app, outcomes))
+    try:
+        return markdown.markdown(text, extensions=["admonition", "pymdownx.superfences", "kernelnotes.mdext"])
+    finally:
+        ResultsView.activate(None)
 
 
 def test_hook_choose_runner(project):
@@ -245,10 +264,10 @@ def test_hook_choose_runner(project):
         "a.md", '# A\n\n```echo exec="on" session="x"\none\n```\n\n```echo exec="on" session="x"\ntwo\n```\n'
     )
     plugin = EchoPlugin()
-    settings, pipeline = echo_pipeline(project, plugin)
-    outcomes = pipeline.run(notes_of(settings))
+    app, pipeline = echo_pipeline(project, plugin)
+    outcomes = pipeline.run(notes_of(app))
     assert [o.result.stdout for o in outcomes] == ["one", "two"] and plugin.runner.calls == [[0, 1]]
-    assert [o.cached for o in pipeline.run(notes_of(settings))] == [True, True]  # stored and found again
+    assert [o.cached for o in pipeline.run(notes_of(app))] == [True, True]  # stored and found again
 
 
 def test_hook_collect_snippets(project):
@@ -260,8 +279,8 @@ def test_hook_collect_snippets(project):
     project.note(
         "a.md", '# A\n\n```echo run\nmarked\n```\n\n```echo\nplain\n```\n\n```echo exec="on"\nexec\n```\n'
     )
-    settings, pipeline = echo_pipeline(project, EchoPlugin(), AlsoRunMarked())
-    assert [o.result.stdout for o in pipeline.run(notes_of(settings))] == ["marked", "exec"]
+    app, pipeline = echo_pipeline(project, EchoPlugin(), AlsoRunMarked())
+    assert [o.result.stdout for o in pipeline.run(notes_of(app))] == ["marked", "exec"]
 
 
 def test_hook_store_result(project):
@@ -270,47 +289,44 @@ def test_hook_store_result(project):
             self.seen = []
 
         @hookimpl
-        def store_result(self, outcome, pipeline):
+        def store_result(self, outcome, context):
             self.seen.append((outcome.note_path, outcome.snippet.index, outcome.result.status))
 
     project.note("a.md", '# A\n\n```echo exec="on"\nx\n```\n')
     recorder = Recorder()
-    settings, pipeline = echo_pipeline(project, EchoPlugin(), recorder)
-    pipeline.run(notes_of(settings))
-    pipeline.run(notes_of(settings))  # cached: nothing new to store
+    app, pipeline = echo_pipeline(project, EchoPlugin(), recorder)
+    pipeline.run(notes_of(app))
+    pipeline.run(notes_of(app))  # cached: nothing new to store
     assert recorder.seen == [("a.md", 0, "passed")]
 
 
 def test_hook_render_result(project):
-    from kernelnotes.inline import inline_results
-
     class Plain:
         @hookimpl
         def render_result(self, outcome):
             return f"RESULT: {outcome.result.stdout}"
 
     project.note("a.md", '# A\n\n- item\n\n    ```echo exec="on"\n    hello\n    ```\n\ntail\n')
-    settings, pipeline = echo_pipeline(project, EchoPlugin(), Plain())
-    outcomes = pipeline.run(notes_of(settings))
-    text = (project.notes / "a.md").read_text()
-    assert inline_results(text, "a.md", outcomes, pipeline.pm) == (
-        '# A\n\n- item\n\n    ```echo exec="on"\n    hello\n    ```\n\n    RESULT: hello\n\n\ntail\n'
-    )
+    app, pipeline = echo_pipeline(project, EchoPlugin(), Plain())
+    outcomes = pipeline.run(notes_of(app))
+    html = render_page(app, outcomes, (project.notes / "a.md").read_text())
+    # the fence shows the highlighted source, then the renderer's Markdown as HTML, in the list item
+    assert re.search(r"<li>.*hello.*<p>RESULT: hello</p>.*</li>", html, re.S), html
+    assert html.index("hello") < html.index("RESULT") < html.index("tail")
     # the built-in renderer answers when no other plugin does
     assert pipeline.pm.hook.render_result(outcome=outcomes[0], figure_link=None) == "RESULT: hello"
 
 
 def test_show_output_replaces_the_block_and_show_source_hides_the_result(project):
-    from kernelnotes.inline import inline_results
-
     project.note(
-        "a.md", '```echo exec="on" show="output"\nA\n```\n\n```echo exec="on" show="source"\nB\n```\n'
+        "a.md", '```echo exec="on" show="output"\nAAA\n```\n\n```echo exec="on" show="source"\nBBB\n```\n'
     )
-    settings, pipeline = echo_pipeline(project, EchoPlugin())
-    outcomes = pipeline.run(notes_of(settings))
-    text = inline_results((project.notes / "a.md").read_text(), "a.md", outcomes, pipeline.pm)
-    assert '```echo exec="on" show="output"' not in text and '???+ success "passed' in text
-    assert text.count("???+ success") == 1 and '```echo exec="on" show="source"\nB\n```' in text
+    app, pipeline = echo_pipeline(project, EchoPlugin())
+    outcomes = pipeline.run(notes_of(app))
+    html = render_page(app, outcomes, (project.notes / "a.md").read_text())
+    assert html.count('class="admonition success"') + html.count('<details class="success"') == 1
+    assert html.count("AAA") == 1  # output only: the source of the first block is not shown
+    assert "BBB" in html
 
 
 def test_hook_collect_figures():
@@ -348,3 +364,46 @@ def test_hook_check_snippet():
     assert not any(c.ok for c in bad) and bad[0].max_abs == 1.0
     missing = pm.hook.check_snippet(function=lambda x: x, kernel=spec, device="cuda", bench=False)
     assert not missing[0].ok and "does not run on cuda" in missing[0].message
+
+
+def test_hook_exec_languages(project):
+    # a block of a plugin's language gets its result rendered by the fence, like a Python block
+    project.note("a.md", '# A\n\n```echo exec="on"\nfrom-echo\n```\n')
+    app, pipeline = echo_pipeline(project, EchoPlugin())
+    assert "echo" in [lang for group in app.pm.hook.exec_languages() for lang in group]
+    html = render_page(app, pipeline.run(notes_of(app)), (project.notes / "a.md").read_text())
+    assert html.count("from-echo") == 2 and "passed" in html  # the source, then the result box
+
+
+def test_hook_block_attributes(project):
+    from kernelnotes.blockattrs import AttributeSpec, BadAttribute
+
+    def repeat(value):
+        if not str(value).isdigit():
+            raise BadAttribute(f"{value!r} is not a count (write repeat=3)")
+        return int(value)
+
+    class Repeat:
+        seen: ClassVar[list] = []
+
+        @hookimpl
+        def block_attributes(self):
+            return [AttributeSpec("repeat", repeat, "times to run")]
+
+        @hookimpl
+        def choose_runner(self, snippet, context):
+            Repeat.seen.append(context.block_options(snippet).extra.get("repeat"))
+            return None
+
+    project.note(
+        "a.md",
+        '```echo exec="on" repeat="3"\nA\n```\n\n```echo exec="on" repeat="x"\nB\n```\n',
+    )
+    app, pipeline = echo_pipeline(project, EchoPlugin(), Repeat())  # asked first (LIFO)
+    good, bad = pipeline.run(notes_of(app))
+    assert good.result.ok and Repeat.seen[0] == 3
+    assert not bad.result.ok and "repeat: 'x' is not a count (write repeat=3)" in bad.result.error
+    # declared attributes are part of the cache key: another value is another result
+    keys = pipeline.key_maker()
+    a, b = notes_of(app)[0].snippets
+    assert keys.keys([a]) != keys.keys([b])

@@ -15,10 +15,11 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from kernelnotes.blockattrs import AttributeSpec, key_attrs
 from kernelnotes.note import Snippet
 
 # Core modules whose code shapes a result; the rest (CLI, index, site glue) cannot change one.
@@ -57,16 +58,25 @@ def package_version(name: str) -> str:
         return ""
 
 
-# Attributes that change how a result is shown, not what it is: editing them re-runs nothing.
-RENDER_ONLY = frozenset({"title", "hl_lines", "linenums", "show", "expect", "id", "class"})
-
-
 class KeyMaker:
-    """Computes snippet keys; file hashes are cached for the lifetime of one build."""
+    """Computes snippet keys; file hashes are cached for the lifetime of one build.
 
-    def __init__(self, snippets_dir: Path, device: str = "auto") -> None:
+    `sources` are the files of the project's own code a result can depend on: every registered
+    plugin's package (built-in, installed, plugins_dir), the kernels and the worker modules
+    (`App.plugin_sources()`); by default the built-ins only.
+    """
+
+    def __init__(
+        self,
+        snippets_dir: Path,
+        device: str = "auto",
+        sources: Sequence[Path] | None = None,
+        declared: Iterable[AttributeSpec] = (),
+    ) -> None:
         self.snippets_dir = snippets_dir
         self.device = device
+        self.sources = list(sources) if sources is not None else result_sources()
+        self.declared = tuple(declared)
         self._file_hashes: dict[Path, str] = {}
         self._project: str | None = None
         self.environment = {"torch": package_version("torch"), "triton": package_version("triton")}
@@ -82,12 +92,12 @@ class KeyMaker:
         for snippet in snippets:
             code_key = self.code_key(snippet, previous.get(snippet.session, ""))
             previous[snippet.session] = code_key
-            device = resolve_device_class(str(snippet.attrs.get("device", self.device)))
+            device = resolve_device_class(snippet.options.device or self.device)
             out.append((_digest({"code": code_key, "device": device}), code_key))
         return out
 
     def code_key(self, snippet: Snippet, previous: str = "") -> str:
-        attrs = {k: v for k, v in snippet.attrs.items() if k not in RENDER_ONLY and k != "device"}
+        attrs = key_attrs(snippet.attrs, self.declared)
         return _digest(
             {
                 "code": snippet.code,
@@ -132,16 +142,17 @@ class KeyMaker:
     def project_hash(self) -> str:
         """Hash of the project code results depend on: kernels, plugins (the checker) and the worker."""
         if self._project is None:
-            self._project = self._hash_files(result_sources())
+            self._project = self._hash_files(self.sources)
         return self._project
 
     def _hash_files(self, files: Iterable[Path]) -> str:
-        digest = hashlib.sha256()
+        """Content hash of a set of files, independent of where the project is checked out."""
+        entries = []
         for path in files:
             if path not in self._file_hashes:
                 self._file_hashes[path] = hashlib.sha256(path.read_bytes()).hexdigest()
-            digest.update(f"{path.name}:{self._file_hashes[path]}\n".encode())
-        return digest.hexdigest()
+            entries.append(f"{path.name}:{self._file_hashes[path]}\n")
+        return hashlib.sha256("".join(sorted(entries)).encode()).hexdigest()
 
 
 def _digest(parts: dict[str, object]) -> str:

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kernelnotes.app import App
 from kernelnotes.index import MARK_CLOSE, MARK_OPEN, Index, IndexReport
-from kernelnotes.parse import IncludeResolver
-from kernelnotes.settings import Settings, SettingsError, load_settings
+from kernelnotes.settings import Settings, SettingsError
 from kernelnotes.slug import slugify
 
 NOTHING_FOUND = 1
@@ -31,24 +31,28 @@ class Context:
 
     def __init__(self, config: Path | None, notes: Path | None, db: Path | None) -> None:
         self._args = (config, notes, db)
-        self._settings: Settings | None = None
+        self._app: App | None = None
         self.out = Console(soft_wrap=True, highlight=False)
         self.err = Console(stderr=True, soft_wrap=True, highlight=False)
 
     @property
-    def settings(self) -> Settings:
-        if self._settings is None:
+    def app(self) -> App:
+        """The application object (settings, plugins, index, results) this command works on."""
+        if self._app is None:
             try:
-                self._settings = load_settings(*self._args)
+                self._app = App.load(*self._args)
             except SettingsError as exc:
                 raise click.UsageError(str(exc)) from exc
-        return self._settings
+        return self._app
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
 
     def index(self, refresh: bool = False) -> Index:
         """Open the index; build it first when it does not exist yet (or when asked to refresh)."""
-        settings = self.settings
-        fresh = not settings.db_path.exists()
-        index = Index(settings.db_path)
+        fresh = not self.settings.db_path.exists()
+        index = self.app.index
         if fresh or refresh:
             self.report(self.update(index), quiet=not refresh)
         return index
@@ -59,7 +63,7 @@ class Context:
             raise click.UsageError(
                 f"notes folder not found: {settings.notes_dir} (use --notes DIR or --config FILE)"
             )
-        return index.update(settings.notes_dir, IncludeResolver(settings.root, settings.snippets_dir))
+        return index.update(settings.notes_dir, self.app.resolver)
 
     def report(self, report: IndexReport, quiet: bool = False) -> None:
         for problem in report.problems:
@@ -99,7 +103,7 @@ def cli(ctx: click.Context, config: Path | None, notes: Path | None, db: Path | 
 @pass_ctx
 def index_cmd(ctx: Context) -> None:
     """Index the notes incrementally (only changed files are parsed) and report problems."""
-    index = Index(ctx.settings.db_path)
+    index = ctx.app.index
     ctx.report(ctx.update(index))
     counts = index.counts()
     ctx.err.print(
@@ -295,28 +299,25 @@ def run_cmd(
     from rich.progress import Progress
 
     from kernelnotes.cache import cuda_present
-    from kernelnotes.pipeline import RunOptions
     from kernelnotes.report import summary_markdown, write_junit
-    from kernelnotes.running import changed_paths, load_notes, make_pipeline, select_shard
+    from kernelnotes.running import changed_paths, notes_to_run, select_shard
 
-    settings = ctx.settings
-    device = device or settings.device
-    if device == "cuda" and not cuda_present():
+    app = ctx.app
+    settings = app.settings
+    options = app.run_options(device=device, timeout=timeout, jobs=jobs, force=force or None)
+    if options.device == "cuda" and not cuda_present():
         raise click.UsageError("--device cuda: no CUDA device on this machine (use --device cpu or auto)")
-    index = ctx.index(refresh=True)
+    ctx.index(refresh=True)  # reports every note problem, once
     files = list(paths)
     if changed:
         files = changed_paths(settings.root, settings.notes_dir)
         if not files:
             ctx.err.print("no changed notes")
             return
-    notes, problems = load_notes(settings, files)
-    for problem in problems:
+    notes, problems = notes_to_run(app, files)
+    for problem in problems:  # notes outside the notes folder, which the index does not hold
         ctx.err.print(f"[yellow]{escape(str(problem))}[/]")
-    options = RunOptions(
-        device=device, timeout=timeout or settings.timeout, jobs=jobs or settings.jobs, force=force
-    )
-    pipeline = make_pipeline(settings, index, options)
+    pipeline = app.pipeline(options)
     try:
         if shard:
             notes = select_shard(pipeline, notes, shard)
@@ -385,20 +386,36 @@ def results_import(ctx: Context, folder: Path) -> None:
 @pass_ctx
 def plugins_cmd(ctx: Context) -> None:
     """List the registered plugins and the hooks each implements."""
-    from kernelnotes.plugins.manager import get_plugin_manager, plugin_names
+    from kernelnotes.plugins.manager import plugin_names
 
     table = Table("plugin", "hooks")
-    for name, hooks in plugin_names(get_plugin_manager(ctx.settings.plugins_dir)):
+    for name, hooks in plugin_names(ctx.app.pm):
         table.add_row(escape(name), ", ".join(hooks))
     ctx.out.print(table)
 
 
-def build_cli() -> click.Group:
-    """The `kn` group with commands added by plugins (register_commands hook)."""
-    from kernelnotes.plugins.manager import get_plugin_manager
-
-    get_plugin_manager().hook.register_commands(cli=cli)
+def build_cli(argv: list[str] | None = None) -> click.Group:
+    """The `kn` group with the commands plugins add (register_commands hook), those of the project's
+    `plugins_dir` included: its settings are read from `--config`/`--notes` (or ./mkdocs.yml) first."""
+    app = _early_app(sys.argv[1:] if argv is None else argv)
+    app.pm.hook.register_commands(cli=cli)
     return cli
+
+
+def _early_app(argv: list[str]) -> App:
+    """The App the command line names, read before click parses it; on bad settings, the built-ins
+    only (the command itself then reports the settings error)."""
+    found: dict[str, Path] = {}
+    for i, arg in enumerate(argv):
+        for name in ("--config", "--notes", "--db"):
+            if arg == name and i + 1 < len(argv):
+                found[name[2:]] = Path(argv[i + 1])
+            elif arg.startswith(name + "="):
+                found[name[2:]] = Path(arg.split("=", 1)[1])
+    try:
+        return App.load(found.get("config"), found.get("notes"), found.get("db"))
+    except Exception:
+        return App(Settings(Path.cwd(), Path.cwd(), Path.cwd(), Path.cwd()))
 
 
 def main() -> None:

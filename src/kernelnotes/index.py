@@ -214,6 +214,10 @@ class Index:
         self.db = db if isinstance(db, sqlite_utils.Database) else open_db(db)
         if isinstance(db, sqlite_utils.Database):
             migrate(db)
+        # notes parsed in this process, by path, with the content hash they were parsed from: the
+        # pipeline reuses them, so a note is parsed once per change however many front ends ask
+        self._parsed: dict[str, tuple[str, Note]] = {}
+        self._notes_dir: Path | None = None
 
     # ---- indexing -------------------------------------------------------------------------------
 
@@ -259,6 +263,7 @@ class Index:
         writes: list[tuple[int, Note, os.stat_result, str]] = []
         failed: list[str] = []
         problems: list[Problem] = []
+        self._notes_dir = notes_dir
         for rel, path, st, data, sha in changed:
             result = parse_file(path, rel, resolver, data)
             problems.extend(result.problems)
@@ -266,6 +271,7 @@ class Index:
             if result.note is None:
                 failed.append(rel)
                 continue
+            self._parsed[rel] = (sha, result.note)
             if rel in existing:
                 note_id = existing[rel]["id"]
                 report.updated.append(rel)
@@ -304,6 +310,29 @@ class Index:
             )
         report.problems = self.problems()
         return report
+
+    def parsed_notes(self, resolver: IncludeResolver, paths: Iterable[str] | None = None) -> list[Note]:
+        """The indexed notes (all, or those at `paths` relative to the notes folder) as parsed notes.
+
+        Reuses what `update` parsed; a note indexed by an earlier process is parsed once here. Its
+        problems are already in the problems table, so none are reported again.
+        """
+        if self._notes_dir is None:
+            raise RuntimeError("call update() first: parsed notes come from the indexed notes folder")
+        wanted = None if paths is None else set(paths)
+        notes = []
+        for row in self.db.query("select path, sha from notes order by path"):
+            rel = row["path"]
+            if wanted is not None and rel not in wanted:
+                continue
+            cached = self._parsed.get(rel)
+            if cached is None or cached[0] != row["sha"]:
+                result = parse_file(self._notes_dir / rel, rel, resolver)
+                if result.note is None:
+                    continue
+                self._parsed[rel] = cached = (row["sha"], result.note)
+            notes.append(cached[1])
+        return notes
 
     def _includes_fresh(self, row: dict[str, Any], resolver: IncludeResolver) -> bool:
         includes = json.loads(row["includes"] or "{}")

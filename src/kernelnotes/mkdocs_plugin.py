@@ -1,9 +1,13 @@
 """The mkdocs plugin: a thin adapter that hands mkdocs' events to the core.
 
 Kept thin on purpose (mkdocs-material is in maintenance mode; this is the part a move to another
-site generator would replace). Per-build state is reset in `on_config`, so `mkdocs serve` rebuilds
-never see a previous build's results; only the worker processes live on between rebuilds, and they
-restart when the project's code changes and reset their namespaces for every session.
+site generator would replace). Results reach the page through the fence (kernelnotes.mdext and
+kernelnotes.fence), which works without this plugin too; what only the plugin adds is listed in the
+README ("What the mkdocs plugin adds"): executing blocks during the build, the report page, figures
+published as files, CJK reading time and feed dates, and the blog guards of kernelnotes.blog.
+Per-build state is reset in `on_config`, so `mkdocs serve` rebuilds never see a previous build's
+results; only the worker processes live on between rebuilds, and they restart when the project's
+code changes and reset their namespaces for every session.
 """
 
 from __future__ import annotations
@@ -24,36 +28,45 @@ from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
 from kernelnotes import blog
-from kernelnotes.index import Index
-from kernelnotes.inline import inline_results, report_markdown
-from kernelnotes.parse import IncludeResolver
-from kernelnotes.pipeline import Outcome, Pipeline, RunOptions
+from kernelnotes.app import App
+from kernelnotes.fence import ResultsView
+from kernelnotes.inline import report_markdown
+from kernelnotes.pipeline import Outcome, Pipeline
 from kernelnotes.results import Figure
-from kernelnotes.running import load_notes, make_pipeline
-from kernelnotes.runs import RunStore
-from kernelnotes.settings import DEFAULT_DB, load_settings
+from kernelnotes.settings import DEVICE_CHOICES, SECTION, SettingsError
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
 FIGURES_DIR = "assets/kernelnotes/figures"
 
 
+def _option(name: str) -> Any:
+    """A config option typed and defaulted from the one table of settings (kernelnotes.settings)."""
+    kind, default = SECTION[name]
+    if name == "device":
+        return c.Choice(DEVICE_CHOICES, default=default)
+    if kind is float:
+        return c.Type((int, float), default=default)
+    return c.Optional(c.Type(kind)) if default is None else c.Type(kind, default=default)
+
+
 class KernelNotesConfig(Config):
-    enabled = c.Type(bool, default=True)
-    db = c.Type(str, default=DEFAULT_DB)
-    snippets_dir = c.Type(str, default="snippets")
-    plugins_dir = c.Optional(c.Type(str))
-    execute = c.Type(bool, default=True)  # False: show recorded results only, run nothing
-    strict = c.Type(bool, default=False)  # fail the build on any failed snippet, even without --strict
-    device = c.Choice(("cpu", "cuda", "auto"), default="auto")
-    jobs = c.Type(int, default=1)
-    timeout = c.Type(int, default=60)
-    memory_limit_mb = c.Type(int, default=0)  # address-space limit of CPU workers (0: none)
-    report_page = c.Type(str, default="execution.md")
-    results_dir = c.Optional(c.Type(str))  # committed results (`kn results export`) merged at each build
+    enabled = _option("enabled")
+    db = _option("db")
+    snippets_dir = _option("snippets_dir")
+    plugins_dir = _option("plugins_dir")
+    execute = _option("execute")
+    strict = _option("strict")
+    device = _option("device")
+    jobs = _option("jobs")
+    timeout = _option("timeout")
+    memory_limit_mb = _option("memory_limit_mb")
+    report_page = _option("report_page")
+    results_dir = _option("results_dir")
 
 
 class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def __init__(self) -> None:
+        self.app: App | None = None
         self.pipeline: Pipeline | None = None
         self.outcomes: dict[str, list[Outcome]] = {}
         self.serving = False
@@ -67,37 +80,46 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig | None:
         self.outcomes = {}  # fresh state for every build, including serve rebuilds
         self.figures = {}
-        if "pymdownx.superfences" in config.markdown_extensions:
-            # superfences rejects a fence with options it does not know (exec, session, check...) and
-            # prints the block as a paragraph, raw HTML included; relaxed, it highlights the code.
-            config.mdx_configs.setdefault("pymdownx.superfences", {})["relaxed_headers"] = True
         self._figure_base = (urlsplit(config.site_url or "").path or "/").rstrip("/") + f"/{FIGURES_DIR}/"
+        if not self.config.enabled:
+            return config
+        extensions = config.markdown_extensions
+        if "pymdownx.superfences" not in extensions:
+            extensions.append("pymdownx.superfences")
+        if "kernelnotes.mdext" not in extensions:
+            extensions.append("kernelnotes.mdext")  # after superfences: it adds the result fence
+        config.mdx_configs.setdefault("kernelnotes.mdext", {})["config"] = config.config_file_path
+        if "pymdownx.snippets" in extensions:
+            # one include resolver: kernelnotes.mdext resolves `--8<--` with the index's rules
+            extensions.remove("pymdownx.snippets")
+            log.info("kernelnotes: pymdownx.snippets replaced by kernelnotes.mdext's includes")
+        try:
+            app = App.load(config=Path(config.config_file_path), notes=Path(config.docs_dir))
+        except SettingsError as exc:
+            raise PluginError(str(exc)) from exc
+        if self.app is None or app.settings != self.app.settings:
+            self._close()  # serve keeps this plugin across rebuilds: an edited option needs a new app
+            self.app = app
         return config
 
     def on_pre_build(self, config: MkDocsConfig) -> None:
         """Bring the note index up to date and report each note's problems as one line."""
-        if not self.config.enabled:
+        if not self.config.enabled or self.app is None:
             return
-        root = Path(config.config_file_path).parent
-        index = Index(root / self.config.db)
-        report = index.update(Path(config.docs_dir), IncludeResolver(root, root / self.config.snippets_dir))
-        if self.config.results_dir and (root / self.config.results_dir).is_dir():
-            # results recorded elsewhere (a GPU runner), shown with their device and date
-            RunStore(index.db).import_(root / self.config.results_dir)
-        index.db.close()
+        report = self.app.update_index()
         for problem in report.problems:
             # errors become warnings, so `mkdocs build --strict` fails on a broken note
             (log.warning if problem.severity == "error" else log.info)(str(problem))
 
     def _on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
         """Leave out posts material's blog would crash on; run every note's snippets up front
-        (cached ones cost nothing) and add the execution report page."""
+        (cached ones cost nothing), hand the outcomes to the fence, add the execution report page."""
         for message in blog.exclude_invalid_posts(files, config):
             log.warning(message)  # --strict fails; serve goes on without the broken note
-        if not self.config.enabled:
+        if not self.config.enabled or self.app is None:
             return files
-        pipeline = self._pipeline(config)
-        notes, _ = load_notes(pipeline.settings)  # problems were reported by on_pre_build
+        pipeline = self._pipeline()
+        notes = self.app.index.parsed_notes(self.app.resolver)  # parsed once, by the index update
         before = pipeline.executed
         outcomes = pipeline.run(notes)
         log.info(
@@ -110,6 +132,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 log.warning(
                     f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {outcome.failure_line()}"
                 )
+        ResultsView.activate(ResultsView(self.app, outcomes, self._figure_link))
         if self.config.report_page and not files.get_file_from_path(self.config.report_page):
             files.append(File.generated(config, self.config.report_page, content=report_markdown(outcomes)))
         return files
@@ -130,14 +153,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     # Before every other plugin (the RSS plugin reads `date` in its own on_page_markdown, the blog
     # reads the reading time at -50): reading time, feed dates and description, excerpt separator.
     @event_priority(50)
-    def _prepare_post(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+    def on_page_markdown(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
         return blog.prepare_post(page, markdown)
-
-    def _inline_results(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
-        outcomes = self.outcomes.get(page.file.src_uri)
-        if not outcomes or self.pipeline is None:
-            return markdown
-        return inline_results(markdown, page.file.src_uri, outcomes, self.pipeline.pm, self._figure_link)
 
     def _figure_link(self, figure: Figure) -> str:
         """Publish a figure as a file (content-addressed) and return its site-absolute URL."""
@@ -146,14 +163,13 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.figures[name] = data
         return self._figure_base + name
 
-    on_page_markdown = CombinedEvent(_prepare_post, _inline_results)
-
     def on_post_build(self, *, config: MkDocsConfig) -> None:
         folder = Path(config.site_dir) / FIGURES_DIR
         if self.figures:
             folder.mkdir(parents=True, exist_ok=True)
         for name, data in self.figures.items():
             (folder / name).write_bytes(data)
+        ResultsView.activate(None)
         failed = [o for group in self.outcomes.values() for o in group if o.failed]
         if not self.serving:
             self._close()
@@ -164,34 +180,27 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     def on_serve(self, server: Any, *, config: MkDocsConfig, builder: Any) -> Any:
         """Rebuild when a snippet file or a kernel changes, not only when a note does."""
-        root = Path(config.config_file_path).parent
-        for folder in (root / self.config.snippets_dir, root / "kernels"):
-            if self.config.enabled and folder.is_dir():
-                server.watch(str(folder))
+        if self.app is not None and self.config.enabled:
+            settings = self.app.settings
+            for folder in (settings.snippets_dir, settings.root / "kernels", settings.plugins_dir):
+                if folder is not None and folder.is_dir():
+                    server.watch(str(folder))
         return server
 
     def on_shutdown(self) -> None:
         self._close()
 
-    def _pipeline(self, config: MkDocsConfig) -> Pipeline:
-        options = RunOptions(
-            device=self.config.device,
-            timeout=float(self.config.timeout),
-            jobs=max(1, self.config.jobs),
-            execute=self.config.execute,
-            memory_limit_mb=self.config.memory_limit_mb,
-        )
-        if self.pipeline is not None and options != self.pipeline.options:
-            self._close()  # serve keeps this plugin across rebuilds: an edited option needs a new pipeline
+    def _pipeline(self) -> Pipeline:
+        assert self.app is not None
         if self.pipeline is None:
-            root = Path(config.config_file_path).parent
-            settings = load_settings(
-                Path(config.config_file_path), Path(config.docs_dir), root / self.config.db
-            )
-            self.pipeline = make_pipeline(settings, Index(settings.db_path), options)
+            self.pipeline = self.app.pipeline()
         return self.pipeline
 
     def _close(self) -> None:
+        ResultsView.activate(None)
         if self.pipeline is not None:
             self.pipeline.close()
             self.pipeline = None
+        if self.app is not None:
+            self.app.close()
+            self.app = None

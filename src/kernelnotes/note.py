@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+from kernelnotes.blockattrs import BlockOptions, parse_options
 
 AttrValue = str | bool
 
@@ -34,14 +37,19 @@ class Snippet:
     # include; tracebacks use it to name the note's own line numbers
     source_map: tuple[tuple[str, int], ...] = ()
 
+    @cached_property
+    def options(self) -> BlockOptions:
+        """The block's attributes typed by the one schema (kernelnotes.blockattrs)."""
+        return parse_options(self.attrs)
+
     @property
     def session(self) -> str:
         """The namespace this block runs in: its `session` attribute, else a name of its own."""
-        return f"session:{self.attrs['session']}" if self.attrs.get("session") else f"block:{self.index}"
+        return f"session:{self.options.session}" if self.options.session else f"block:{self.index}"
 
     @property
     def executable(self) -> bool:
-        return str(self.attrs.get("exec", "")).lower() in {"on", "true", "1", "yes"}
+        return self.options.exec
 
 
 @dataclass

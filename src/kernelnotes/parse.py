@@ -18,7 +18,7 @@ import yaml
 
 from kernelnotes.note import AttrValue, Include, Note, Snippet
 from kernelnotes.problems import Problem
-from kernelnotes.slug import slugify
+from kernelnotes.slug import site_slug, slugify
 
 EXCERPT_CHARS = 300
 MORE = re.compile(r"^\s*<!--\s*more\s*-->\s*$", re.MULTILINE)
@@ -127,7 +127,7 @@ def parse_markdown(text: str, relpath: str, resolver: IncludeResolver) -> ParseR
     problems: list[Problem] = []
     meta, body, body_line = _split_front_matter(text, relpath, problems)
     lines = body.split("\n")
-    snippets = _extract_snippets(lines, body_line, relpath, resolver, problems)
+    snippets = extract_snippets(lines, body_line, relpath, resolver, problems)
     h1 = next((m["title"] for line in lines if (m := H1.match(line))), None)
     note = _build_note(relpath, "markdown", meta, body, h1, snippets, problems)
     note.body_line = body_line
@@ -214,7 +214,7 @@ def _build_note(
         path=relpath,
         kind=kind,
         title=title,
-        slug=str(meta.get("slug") or slugify(title) or slugify(Path(relpath).stem)),
+        slug=str(meta.get("slug") or site_slug(title) or slugify(Path(relpath).stem)),
         body=body,
         excerpt=make_excerpt(body),
         date=created,
@@ -365,7 +365,7 @@ def parse_info(info: str) -> tuple[str, dict[str, AttrValue]]:
     return language.lower(), attrs
 
 
-def _extract_snippets(
+def extract_snippets(
     lines: list[str], first_line: int, relpath: str, resolver: IncludeResolver, problems: list[Problem]
 ) -> list[Snippet]:
     snippets: list[Snippet] = []
@@ -390,12 +390,16 @@ def _extract_snippets(
             break
         body = [_dedent(line, indent) for line in lines[i + 1 : end]]
         language, attrs = parse_info(m["info"])
-        code, includes, source_map = _resolve_includes(body, first_line + i + 1, relpath, resolver, problems)
-        snippets.append(
-            Snippet(
-                len(snippets), language, attrs, first_line + i, first_line + end, code, includes, source_map
-            )
+        code, includes, source_map = resolve_includes(body, first_line + i + 1, relpath, resolver, problems)
+        snippet = Snippet(
+            len(snippets), language, attrs, first_line + i, first_line + end, code, includes, source_map
         )
+        if "exec" in attrs:  # our block: every bad attribute is one line, the block is not run
+            problems += [
+                Problem(relpath, first_line + i, f"code block attribute {err}")
+                for err in snippet.options.errors
+            ]
+        snippets.append(snippet)
         i = end + 1
     return snippets
 
@@ -405,7 +409,7 @@ def _dedent(line: str, indent: int) -> str:
     return line[min(strip, indent) :]
 
 
-def _resolve_includes(
+def resolve_includes(
     body: list[str], first_line: int, relpath: str, resolver: IncludeResolver, problems: list[Problem]
 ) -> tuple[str, tuple[Include, ...], tuple[tuple[str, int], ...]]:
     out: list[str] = []

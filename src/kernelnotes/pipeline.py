@@ -12,16 +12,17 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pluggy
-
+from kernelnotes.blockattrs import BlockOptions
 from kernelnotes.cache import KeyMaker
-from kernelnotes.index import Index
 from kernelnotes.note import Note, Snippet
 from kernelnotes.results import FAILED, RunResult
 from kernelnotes.runs import RunStore
 from kernelnotes.settings import Settings
+
+if TYPE_CHECKING:
+    from kernelnotes.app import App
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Outcome:
     @property
     def expected_to_fail(self) -> bool:
         """`expect="fail"` marks a block that demonstrates a failure (a deliberately wrong kernel)."""
-        return str(self.snippet.attrs.get("expect", "")).lower() == "fail"
+        return self.snippet.options.expect == "fail"
 
     @property
     def failed(self) -> bool:
@@ -73,33 +74,65 @@ class Outcome:
 
 
 class Runner(Protocol):
-    """Executes the blocks of one session in order; returns one result per block."""
+    """Executes the blocks of one session in order; returns one result per block.
 
-    def run_session(self, note: Note, snippets: list[Snippet], pipeline: Pipeline) -> list[RunResult]: ...
+    `run_session` is called from up to `context.options.jobs` threads at once (one session each), so
+    a runner shared between sessions must be thread-safe.
+    """
+
+    def run_session(self, note: Note, snippets: list[Snippet], context: RunContext) -> list[RunResult]: ...
 
     def close(self) -> None: ...
 
 
+@dataclass
+class RunContext:
+    """What the execution hooks (`choose_runner`, `store_result`) and runners receive.
+
+    Public and documented (README "Hooks"); the pipeline itself stays internal.
+    - `settings`: the project's resolved settings (root, notes and snippets folders, defaults).
+    - `options`: this run's RunOptions (device, timeout, jobs, memory limit, force, execute).
+    - `stash`: plugin state for the pipeline's lifetime (e.g. a pool of workers); objects with a
+      `close()` method are closed with the pipeline. Guard it with `lock` from runner threads.
+    - `lock`: serialises access to `stash` and `store` across the job threads.
+    - `store`: the results store (RunStore) that `store_result` implementations write to.
+    - `code_version`: a hash of every registered plugin's code and the kernels; runners restart
+      long-lived workers when it changes, so no stale module is ever served.
+    - `block_options(snippet)`: the block's typed attributes (plugin-declared ones included).
+    """
+
+    settings: Settings
+    options: RunOptions
+    store: RunStore
+    block_options: Callable[[Snippet], BlockOptions]
+    stash: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    code_version: str = ""
+
+
 class Pipeline:
-    def __init__(
-        self, settings: Settings, index: Index, pm: pluggy.PluginManager, options: RunOptions
-    ) -> None:
-        self.settings = settings
-        self.index = index
-        self.pm = pm
+    """Runs what is not cached and says what to show for every block; built by `App.pipeline()`."""
+
+    def __init__(self, app: App, options: RunOptions) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.index = app.index
+        self.pm = app.pm
         self.options = options
-        self.store = RunStore(index.db)
-        self.stash: dict[str, Any] = {}  # plugin state for this pipeline's lifetime (runners, workers)
-        self._lock = threading.Lock()  # sqlite connection and stash are shared by job threads
+        self.store = app.store
+        self.context = RunContext(self.settings, options, self.store, app.block_options)
+        self._lock = self.context.lock  # sqlite connection and stash are shared by job threads
         self.executed = 0
-        self.project_hash = ""
+        self._sources: list[Path] | None = None
 
     # ---- the public entry points ----------------------------------------------------------------
 
     def run(self, notes: Iterable[Note], progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
         """Outcomes for every collected snippet of `notes`, executing what is not cached."""
-        keys = KeyMaker(self.settings.snippets_dir, self.options.device)
-        self.project_hash = keys.project_hash()  # runners restart workers when the project's code changed
+        if self._sources is None:
+            self._sources = self.app.plugin_sources()
+        keys = self.key_maker()
+        self.context.code_version = keys.project_hash()  # runners restart workers when it changed
         work = [(note, group) for note in notes for group in self._sessions(self.snippets(note))]
         if self.options.jobs > 1 and len(work) > 1:
             with ThreadPoolExecutor(self.options.jobs) as pool:
@@ -108,9 +141,24 @@ class Pipeline:
             chunks = [self._run_group(note, group, keys, progress) for note, group in work]
         return sorted((o for chunk in chunks for o in chunk), key=lambda o: (o.note_path, o.snippet.index))
 
+    def key_maker(self) -> KeyMaker:
+        """Cache keys over this project's code: the snippets folder and every registered plugin."""
+        if self._sources is None:
+            self._sources = self.app.plugin_sources()
+        return KeyMaker(
+            self.settings.snippets_dir,
+            self.options.device,
+            sources=self._sources,
+            declared=self.app.attribute_specs,
+        )
+
     def snippets(self, note: Note) -> list[Snippet]:
         found = [s for group in self.pm.hook.collect_snippets(note=note) for s in group or []]
         return sorted({s.index: s for s in found}.values(), key=lambda s: s.index)
+
+    @property
+    def stash(self) -> dict[str, Any]:
+        return self.context.stash
 
     def close(self) -> None:
         for value in self.stash.values():
@@ -132,7 +180,8 @@ class Pipeline:
     def _run_group(
         self, note: Note, group: list[Snippet], keys: KeyMaker, progress: Callable[[Outcome], None] | None
     ) -> list[Outcome]:
-        group_keys = keys.keys(group)
+        with self._lock:  # KeyMaker caches file hashes: one thread at a time
+            group_keys = keys.keys(group)
         with self._lock:
             cached = [self.store.fresh(key) for key, _ in group_keys]
         run_now = self.options.execute and (self.options.force or any(r is None for r in cached))
@@ -147,7 +196,7 @@ class Pipeline:
                 with self._lock:
                     self.executed += 1
                     if not results[i].retry:  # a timeout or crash is not a result worth keeping
-                        self.pm.hook.store_result(outcome=outcome, pipeline=self)
+                        self.pm.hook.store_result(outcome=outcome, context=self.context)
             else:
                 outcome = Outcome(note.path, snippet, key, cached[i], cached=cached[i] is not None)
             with self._lock:
@@ -164,23 +213,26 @@ class Pipeline:
 
     def _execute(self, note: Note, group: list[Snippet]) -> list[RunResult]:
         with self._lock:
-            runner = self.pm.hook.choose_runner(snippet=group[0], pipeline=self)
+            runner = self.pm.hook.choose_runner(snippet=group[0], context=self.context)
         if runner is None:
             message = f"no runner for language {group[0].language or '(none)'!r}; install a plugin that provides one"
             return [RunResult(status=FAILED, error=message) for _ in group]
-        # a block whose include is missing is not run: its code is not what the author wrote
-        missing = {s.index: reason for s in group if (reason := _missing_includes(s))}
-        ran = iter(runner.run_session(note, [s for s in group if s.index not in missing], self))
+        # a block whose include is missing, or whose attributes are invalid, is not run: its code or
+        # its settings are not what the author meant
+        missing = {s.index: reason for s in group if (reason := self._not_runnable(s))}
+        ran = iter(runner.run_session(note, [s for s in group if s.index not in missing], self.context))
         return [
             RunResult(status=FAILED, error=missing[s.index]) if s.index in missing else next(ran)
             for s in group
         ]
 
-
-def _missing_includes(snippet: Snippet) -> str:
-    return "; ".join(
-        f'line {inc.line}: include "{inc.spec}" not found' for inc in snippet.includes if not inc.path
-    )
+    def _not_runnable(self, snippet: Snippet) -> str:
+        """Why a block cannot run as written (one line), or "" when it can."""
+        reasons = [
+            f'line {inc.line}: include "{inc.spec}" not found' for inc in snippet.includes if not inc.path
+        ]
+        reasons += [f"invalid attribute {e}" for e in self.app.block_options(snippet).errors]
+        return "; ".join(reasons)
 
 
 def note_files(notes_dir: Path, paths: Iterable[Path] = ()) -> list[Path]:

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from kernelnotes.index import Index
-from kernelnotes.pipeline import Outcome, Pipeline, RunOptions
-from kernelnotes.settings import Settings, SettingsError, load_settings
+from kernelnotes.app import App
+from kernelnotes.pipeline import Outcome, Pipeline
+from kernelnotes.settings import Settings, SettingsError
 
-SETTINGS = pytest.StashKey[Settings | None]()
+APP = pytest.StashKey[App | None]()
 PIPELINE = pytest.StashKey[Pipeline]()
 
 
@@ -25,9 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kernelnotes")
     group.addoption(
         "--kn-device",
-        default="auto",
+        default=None,
         choices=("cpu", "cuda", "auto"),
-        help="device for note blocks without device= (default: auto)",
+        help="device for note blocks without device= (default: mkdocs.yml's, else auto)",
     )
     group.addoption(
         "--kn-force", action="store_true", help="run note blocks even when a cached result exists"
@@ -49,23 +49,31 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         pipeline.close()
 
 
-def _settings(config: pytest.Config) -> Settings | None:
-    if SETTINGS not in config.stash:
+def _app(config: pytest.Config) -> App | None:
+    """The project's App, built from mkdocs.yml like every other front end (device, timeout,
+    memory limit and plugins_dir included); None outside a KernelNotes project."""
+    if APP not in config.stash:
         try:
-            config.stash[SETTINGS] = load_settings(cwd=config.rootpath)
+            config.stash[APP] = App.load(cwd=config.rootpath)
         except SettingsError:
-            config.stash[SETTINGS] = None
-    return config.stash[SETTINGS]
+            config.stash[APP] = None
+    return config.stash[APP]
+
+
+def _settings(config: pytest.Config) -> Settings | None:
+    app = _app(config)
+    return app.settings if app is not None else None
 
 
 def _pipeline(config: pytest.Config) -> Pipeline:
     if PIPELINE not in config.stash:
-        from kernelnotes.running import make_pipeline
-
-        settings = _settings(config)
-        assert settings is not None
-        options = RunOptions(device=config.getoption("--kn-device"), force=config.getoption("--kn-force"))
-        config.stash[PIPELINE] = make_pipeline(settings, Index(settings.db_path), options)
+        app = _app(config)
+        assert app is not None
+        app.update_index()
+        options = app.run_options(
+            device=config.getoption("--kn-device"), force=config.getoption("--kn-force") or None
+        )
+        config.stash[PIPELINE] = app.pipeline(options)
     return config.stash[PIPELINE]
 
 
@@ -75,11 +83,12 @@ class NoteFile(pytest.File):
     outcomes: dict[int, Outcome] | None = None
 
     def collect(self) -> Iterator[pytest.Item]:
-        from kernelnotes.running import load_notes
+        from kernelnotes.running import notes_to_run
 
-        settings = _settings(self.config)
-        assert settings is not None
-        notes, problems = load_notes(settings, [self.path])
+        app = _app(self.config)
+        assert app is not None
+        _pipeline(self.config)  # updates the index once per session
+        notes, problems = notes_to_run(app, [self.path])
         if problems and not notes:
             raise self.CollectError("\n".join(str(p) for p in problems))
         for note in notes:

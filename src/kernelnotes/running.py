@@ -6,11 +6,11 @@ import subprocess
 import zlib
 from pathlib import Path
 
+from kernelnotes.app import App
 from kernelnotes.index import Index
 from kernelnotes.note import Note
 from kernelnotes.parse import IncludeResolver, parse_file
 from kernelnotes.pipeline import Pipeline, RunOptions, note_files
-from kernelnotes.plugins.manager import get_plugin_manager
 from kernelnotes.problems import Problem
 from kernelnotes.settings import Settings
 
@@ -38,7 +38,20 @@ def note_name(settings: Settings, path: Path) -> str:
 
 
 def make_pipeline(settings: Settings, index: Index, options: RunOptions) -> Pipeline:
-    return Pipeline(settings, index, get_plugin_manager(settings.plugins_dir), options)
+    """A pipeline over an index the caller opened (tests, benchmarks); front ends use `App`."""
+    return App(settings, index=index).pipeline(options)
+
+
+def notes_to_run(app: App, paths: list[Path] | None = None) -> tuple[list[Note], list[Problem]]:
+    """The notes to run, parsed once: those in the notes folder come from the index (updated first
+    by the caller); files elsewhere (`kn run drafts/x.md`) are parsed here and their errors returned."""
+    settings = app.settings
+    files = note_files(settings.notes_dir, paths or [])
+    inside = [p for p in files if p.is_relative_to(settings.notes_dir.resolve())]
+    outside = [p for p in files if p not in inside]
+    notes = app.index.parsed_notes(app.resolver, [note_name(settings, p) for p in inside]) if inside else []
+    extra, problems = load_notes(settings, outside) if outside else ([], [])
+    return sorted(notes + extra, key=lambda n: n.path), problems
 
 
 def changed_paths(root: Path, notes_dir: Path) -> list[Path]:

@@ -20,6 +20,26 @@ class SettingsError(ValueError):
     pass
 
 
+# The kernelnotes section of mkdocs.yml: every option with its type and default, in one place. The
+# CLI, the mkdocs plugin (whose typed Config is generated from this table), the pytest plugin and the
+# worker all resolve options through `load_settings`.
+SECTION: dict[str, tuple[type, Any]] = {
+    "enabled": (bool, True),
+    "db": (str, DEFAULT_DB),  # relative to mkdocs.yml
+    "snippets_dir": (str, "snippets"),
+    "plugins_dir": (str, None),  # a folder of local plugin files (*.py)
+    "execute": (bool, True),  # run blocks during builds (False: show recorded results only)
+    "strict": (bool, False),  # fail the build on any failed block, even without --strict
+    "device": (str, "auto"),  # cpu | cuda | auto
+    "jobs": (int, 1),  # worker processes
+    "timeout": (float, 60.0),  # seconds per block unless timeout= says otherwise
+    "memory_limit_mb": (int, 0),  # address-space limit of CPU workers (0: none)
+    "report_page": (str, "execution.md"),
+    "results_dir": (str, None),  # recorded results (kn results export) merged into every build
+}
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
 @dataclass(frozen=True)
 class Settings:
     root: Path  # project root: includes resolve against it
@@ -27,10 +47,50 @@ class Settings:
     snippets_dir: Path
     db_path: Path
     plugins_dir: Path | None = None
-    # defaults of `kn run`, shared with the site (the plugin's device, jobs, timeout options)
-    device: str = "auto"
-    jobs: int = 1
-    timeout: float = 60.0
+    # execution defaults shared by `kn run`, the site and pytest (a block's attributes override them)
+    device: str = SECTION["device"][1]
+    jobs: int = SECTION["jobs"][1]
+    timeout: float = SECTION["timeout"][1]
+    memory_limit_mb: int = SECTION["memory_limit_mb"][1]
+    execute: bool = SECTION["execute"][1]
+    strict: bool = SECTION["strict"][1]
+    enabled: bool = SECTION["enabled"][1]
+    report_page: str = SECTION["report_page"][1]
+    results_dir: Path | None = None
+    config_path: Path | None = None  # the mkdocs.yml read, if any
+
+
+def section_options(raw: dict[str, Any], where: str = "mkdocs.yml") -> dict[str, Any]:
+    """Type-check the plugin section; a wrong value is one SettingsError naming the option."""
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in SECTION:
+            raise SettingsError(
+                f"{where}: unknown kernelnotes option {name!r} (known: {', '.join(sorted(SECTION))})"
+            )
+        kind, default = SECTION[name]
+        if value is None and default is None:
+            out[name] = None
+            continue
+        try:
+            if kind is bool and not isinstance(value, bool):
+                raise TypeError
+            if kind is int and (isinstance(value, bool) or int(value) != value):
+                raise TypeError
+            out[name] = kind(value)
+        except (TypeError, ValueError):
+            raise SettingsError(
+                f"{where}: kernelnotes option {name}={value!r} must be {kind.__name__} (default: {default!r})"
+            ) from None
+    if out.get("device", "auto") not in DEVICE_CHOICES:
+        raise SettingsError(
+            f"{where}: kernelnotes option device={out['device']!r}: use one of {DEVICE_CHOICES}"
+        )
+    if out.get("jobs", 1) < 1 or out.get("timeout", 1) <= 0 or out.get("memory_limit_mb", 0) < 0:
+        raise SettingsError(
+            f"{where}: kernelnotes options jobs, timeout must be positive, memory_limit_mb >= 0"
+        )
+    return out
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -100,15 +160,24 @@ def load_settings(
             root = notes_dir.parent
     else:
         notes_dir = (root / docs_dir).resolve()
-    db_path = db.resolve() if db is not None else (root / str(options.get("db", DEFAULT_DB))).resolve()
-    plugins_dir = options.get("plugins_dir")
+    options = section_options(options, str(config) if config else "mkdocs.yml")
+    get = lambda name: options.get(name, SECTION[name][1])
+    db_path = db.resolve() if db is not None else (root / str(get("db"))).resolve()
+    plugins_dir, results_dir = get("plugins_dir"), get("results_dir")
     return Settings(
         root=root,
         notes_dir=notes_dir,
-        snippets_dir=(root / str(options.get("snippets_dir", "snippets"))).resolve(),
+        snippets_dir=(root / str(get("snippets_dir"))).resolve(),
         db_path=db_path,
         plugins_dir=(root / str(plugins_dir)).resolve() if plugins_dir else None,
-        device=str(options.get("device", "auto")),
-        jobs=int(options.get("jobs", 1)),
-        timeout=float(options.get("timeout", 60)),
+        device=get("device"),
+        jobs=get("jobs"),
+        timeout=get("timeout"),
+        memory_limit_mb=get("memory_limit_mb"),
+        execute=get("execute"),
+        strict=get("strict"),
+        enabled=get("enabled"),
+        report_page=get("report_page"),
+        results_dir=(root / str(results_dir)).resolve() if results_dir else None,
+        config_path=config,
     )

@@ -1,7 +1,10 @@
-"""Slugs for notes: readable ASCII, with Chinese titles spelled in pinyin.
+"""Slugs for notes.
 
-mkdocs-material's default slugify drops CJK characters, which leaves Chinese titles with an empty or
-colliding slug; the site (`post_slugify` in mkdocs.yml), the index and `kn new` all use this one.
+- `slugify`: readable ASCII, Chinese spelled in pinyin ("在线 softmax" -> "zai-xian-softmax"): what
+  `kn new` writes into a new note's `slug:`.
+- `site_slug`: the URL the site gives a note without `slug:`. It is pymdownx.slugs' Unicode slug
+  (lower case, CJK kept), the one slug callable both mkdocs-material's `post_slugify` and Zensical
+  accept, so the index (`kn show SLUG`) and both site generators agree on every note's address.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ def slugify(text: str, separator: str = "-", **_: Any) -> str:
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     words = re.findall(r"[a-z0-9]+", text.lower())
     return separator.join(words)
+
+
+def site_slug(text: str, separator: str = "-") -> str:
+    """The site's slug of a title: `site_slug("在线 Softmax 与 FlashAttention")` -> "在线-softmax-与-flashattention"."""
+    from pymdownx.slugs import slugify as pymdownx_slugify
+
+    return str(pymdownx_slugify(case="lower")(text, separator))
 
 
 def slugify_factory(**kwargs: Any) -> Any:
