@@ -46,3 +46,72 @@ def test_broken_note_fails_strict_build_with_one_clear_line(tmp_path):
     lines = [l for l in result.stderr.splitlines() if "page.md:4" in l]
     assert len(lines) == 1 and 'include "snippets/missing.py" not found' in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def _include_project(root):
+    (root / "notes").mkdir()
+    (root / "snippets").mkdir()
+    (root / "snippets" / "hello.py").write_text('print("hello from an include")\n', encoding="utf-8")
+    (root / "notes" / "index.md").write_text("# Home\n", encoding="utf-8")
+    (root / "notes" / "short.md").write_text(
+        '# 短\n\n```python exec="on"\n--8<-- "hello.py"\n```\n', encoding="utf-8"
+    )
+    (root / "notes" / "missing.md").write_text(
+        '# 缺\n\n```python exec="on"\n--8<-- "snippets/nowhere.py"\n```\n', encoding="utf-8"
+    )
+    (root / "mkdocs.yml").write_text(
+        "site_name: t\ndocs_dir: notes\nplugins:\n  - search\n  - kernelnotes\n"
+        "markdown_extensions:\n  - admonition\n  - pymdownx.details\n  - pymdownx.superfences\n"
+        "  - pymdownx.snippets\n",
+        encoding="utf-8",
+    )
+
+
+def test_site_resolves_includes_like_kn_from_any_folder(tmp_path):
+    """main: the documented `--8<-- "x.py"` form crashed `mkdocs build`, and so did `-f` from another
+    folder; one missing include killed the whole build. Now: the same resolver as `kn`, one line."""
+    root = tmp_path / "project"
+    root.mkdir()
+    _include_project(root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "-f",
+            str(root / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin", "KERNELNOTES_LOAD_PLUGINS": "0"},
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    short = (tmp_path / "site" / "short" / "index.html").read_text(encoding="utf-8")
+    assert short.count("hello from an include") == 2  # the included source, then its output
+    lines = [line for line in result.stderr.splitlines() if "nowhere.py" in line]
+    assert any(line.startswith("WARNING") and "missing.md:4" in line for line in lines), result.stderr
+    missing = (tmp_path / "site" / "missing" / "index.html").read_text(encoding="utf-8")
+    assert "not found" in missing  # that block failed with its reason; the page and site built
+    strict = mkdocs_build(root / "mkdocs.yml", tmp_path / "site2")
+    assert strict.returncode != 0
+
+
+def test_site_never_publishes_a_file_through_a_symlink(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    _include_project(root)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("BUILD-MACHINE-SECRET\n", encoding="utf-8")
+    (root / "snippets" / "x.py").symlink_to(outside)
+    (root / "notes" / "leak.md").write_text(
+        '# 漏\n\n```python\n--8<-- "snippets/x.py"\n```\n\n--8<-- "x.py"\n', encoding="utf-8"
+    )
+    mkdocs_build(root / "mkdocs.yml", tmp_path / "site")  # fails strict for the missing includes
+    published = [p for p in (tmp_path / "site").rglob("*") if p.is_file()]
+    assert published and not [p for p in published if b"BUILD-MACHINE-SECRET" in p.read_bytes()]

@@ -30,8 +30,8 @@ from mkdocs.structure.pages import Page
 from kernelnotes import blog
 from kernelnotes.app import App
 from kernelnotes.fence import ResultsView
-from kernelnotes.inline import report_markdown
 from kernelnotes.pipeline import Outcome, Pipeline
+from kernelnotes.report import report_markdown
 from kernelnotes.results import Figure
 from kernelnotes.settings import DEVICE_CHOICES, SECTION, SettingsError
 
