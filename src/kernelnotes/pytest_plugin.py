@@ -89,6 +89,9 @@ class NoteFile(pytest.File):
         assert app is not None
         _pipeline(self.config)  # updates the index once per session
         notes, problems = notes_to_run(app, [self.path])
+        if not notes:  # a note in the notes folder that did not parse: its problems are in the index
+            name = self.path.resolve().relative_to(app.settings.notes_dir).as_posix()
+            problems += [p for p in app.index.problems() if p.path == name and p.severity == "error"]
         if problems and not notes:
             raise self.CollectError("\n".join(str(p) for p in problems))
         for note in notes:
