@@ -79,10 +79,12 @@ def collect_figures() -> list[Figure]:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def render_result(outcome: Outcome, figure_link: Callable[[Figure], str] | None) -> str | None:
+def render_result(outcome: Outcome, figure_link: Callable[[Figure], str] | None, language: str) -> str | None:
     """Return the Markdown that shows `outcome` (a block with its result) right after the block.
 
     `figure_link(figure)` gives the URL a figure is published at; None means embed it in the page.
+    `language` is the site's language (mkdocs.yml `theme.language`, e.g. "zh"): write page text in
+    it (kernelnotes.i18n's catalogs).
     The fence converts the Markdown to HTML with admonition, details, tables and superfences.
     """
 

@@ -224,15 +224,15 @@ def test_language_without_runner(ran):
 
 def test_results_are_stored_and_rendered(ran):
     by_name, _, _, pipeline = ran
-    rendered = pipeline.pm.hook.render_result(outcome=by_name["check_wrong"], figure_link=None)
+    rendered = pipeline.pm.hook.render_result(outcome=by_name["check_wrong"], figure_link=None, language="en")
     assert (
         rendered.startswith('!!! failure "failed')
         and "| case | dtype |" in rendered
         and "**FAIL**" in rendered
     )
-    script = pipeline.pm.hook.render_result(outcome=by_name["script"], figure_link=None)
+    script = pipeline.pm.hook.render_result(outcome=by_name["script"], figure_link=None, language="en")
     assert "```text\n    <script>alert(1)</script>" in script  # inside a code fence: shown, not run
-    figure = pipeline.pm.hook.render_result(outcome=by_name["figure"], figure_link=None)
+    figure = pipeline.pm.hook.render_result(outcome=by_name["figure"], figure_link=None, language="en")
     assert 'src="data:image/svg+xml;base64,' in figure
 
 
@@ -312,7 +312,9 @@ def test_export_import_and_stale_marking(project, tmp_path):
     project.note("a.md", '# A\n\n```python exec="on"\nprint("edited")\n```\n')
     (o,) = viewer.run(load_notes(settings2)[0])
     assert o.stale and o.result.stdout == "recorded\n"
-    assert viewer.pm.hook.render_result(outcome=o, figure_link=None).startswith('!!! warning "stale')
+    assert viewer.pm.hook.render_result(outcome=o, figure_link=None, language="en").startswith(
+        '!!! warning "stale'
+    )
     # run the edited code here: the CPU result is current, the GPU one is listed as stale
     runner = make_pipeline(settings2, other_db, RunOptions())
     try:
@@ -322,7 +324,7 @@ def test_export_import_and_stale_marking(project, tmp_path):
     assert not o.stale and o.result.stdout == "edited\n"
     assert [(r.device, stale) for r, stale in o.others] == [("NVIDIA H100 80GB HBM3", True)]
     assert "stale: recorded for an earlier version" in runner.pm.hook.render_result(
-        outcome=o, figure_link=None
+        outcome=o, figure_link=None, language="en"
     )
 
 

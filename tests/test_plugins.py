@@ -314,7 +314,10 @@ def test_hook_render_result(project):
     assert re.search(r"<li>.*hello.*<p>RESULT: hello</p>.*</li>", html, re.S), html
     assert html.index("hello") < html.index("RESULT") < html.index("tail")
     # the built-in renderer answers when no other plugin does
-    assert pipeline.pm.hook.render_result(outcome=outcomes[0], figure_link=None) == "RESULT: hello"
+    assert (
+        pipeline.pm.hook.render_result(outcome=outcomes[0], figure_link=None, language="en")
+        == "RESULT: hello"
+    )
 
 
 def test_show_output_replaces_the_block_and_show_source_hides_the_result(project):

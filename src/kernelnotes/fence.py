@@ -249,7 +249,12 @@ class ResultsView:
         return None
 
     def render_html(self, outcome: Outcome, md: Markdown) -> str:
-        markdown = self.app.pm.hook.render_result(outcome=outcome, figure_link=self.figure_link) or ""
+        markdown = (
+            self.app.pm.hook.render_result(
+                outcome=outcome, figure_link=self.figure_link, language=self.app.settings.language
+            )
+            or ""
+        )
         return self._converter(md).reset().convert(markdown) if markdown else ""
 
     def _converter(self, md: Markdown) -> Markdown:

@@ -134,7 +134,13 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 )
         ResultsView.activate(ResultsView(self.app, outcomes, self._figure_link))
         if self.config.report_page and not files.get_file_from_path(self.config.report_page):
-            files.append(File.generated(config, self.config.report_page, content=report_markdown(outcomes)))
+            files.append(
+                File.generated(
+                    config,
+                    self.config.report_page,
+                    content=report_markdown(outcomes, self.app.settings.language),
+                )
+            )
         return files
 
     # material's blog reads every page under posts/ as a post (priority -50) and cannot read a

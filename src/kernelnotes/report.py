@@ -3,11 +3,13 @@ site's execution report page and CI's Markdown summary."""
 
 from __future__ import annotations
 
+import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kernelnotes.i18n import Translator, device_label, translator
 from kernelnotes.inline import inert
 from kernelnotes.pipeline import Outcome
 
@@ -70,53 +72,75 @@ def write_junit(outcomes: Sequence[Outcome], path: Path, notes_prefix: str = "no
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def outcome_table(outcomes: Sequence[Outcome], name: Callable[[Outcome], str]) -> list[str]:
+def outcome_table(outcomes: Sequence[Outcome], name: Callable[[Outcome], str], t: Translator) -> list[str]:
     """The one table of block outcomes (the site's report page and CI's summary), slowest first.
 
     `name(outcome)` renders the first cell (a link on the site, `notes/x.md:42` in CI).
     """
-    rows = [
-        "| block | status | seconds | device | cache | check | max error vs reference |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    headers = ("block", "status", "seconds", "device", "cache", "check", "max error vs reference")
+    rows = ["| " + " | ".join(inert(t.gettext(h)) for h in headers) + " |", "|" + "---|" * len(headers)]
     for o in sorted(outcomes, key=lambda o: (-(o.result.duration if o.result else 0), o.note_path)):
         r = o.result
         if r is None:
-            rows.append(f"| {name(o)} | not run | | | | | |")
+            rows.append(f"| {name(o)} | {inert(t.gettext('not run'))} | | | | | |")
             continue
         worst = max((c.max_abs for c in r.check if c.max_abs is not None), default=None)
         check = f"{inert(r.check_name)} {sum(c.ok for c in r.check)}/{len(r.check)}" if r.check else ""
+        device = f"<span title='{html.escape(r.device, quote=True)}'>{inert(device_label(r.device, r.device_class, t))}</span>"
         rows.append(
-            f"| {name(o)} | {'stale' if o.stale else inert(r.status)} | {r.duration:.2f} | "
-            f"{inert(r.device)} ({inert(r.created_at[:10])}) | {'hit' if o.cached else 'miss'} | {check} | "
-            f"{'' if worst is None else f'{worst:.1e}'} |"
+            f"| {name(o)} | {inert(t.gettext('stale' if o.stale else r.status))} | {r.duration:.2f} | "
+            f"{device} ({inert(t.date(r.created_at))}) | {inert(t.gettext('hit' if o.cached else 'miss'))} | "
+            f"{check} | {'' if worst is None else f'{worst:.1e}'} |"
         )
     return rows
 
 
-def counts_line(outcomes: Sequence[Outcome]) -> str:
-    failed = sum(o.failed for o in outcomes)
-    executed = sum(1 for o in outcomes if o.result is not None and not o.cached and not o.stale)
-    total = sum(o.result.duration for o in outcomes if o.result is not None)
-    return (
-        f"{len(outcomes)} blocks · {failed} failed · {executed} executed in this build · "
-        f"{sum(o.cached for o in outcomes)} from cache · {total:.1f} s of recorded run time"
+def counts_line(outcomes: Sequence[Outcome], t: Translator) -> str:
+    return inert(
+        t.gettext(
+            "{blocks} blocks · {failed} failed · {executed} executed in this build · {cached} from cache · "
+            "{seconds} s of recorded run time",
+            blocks=len(outcomes),
+            failed=sum(o.failed for o in outcomes),
+            executed=sum(1 for o in outcomes if o.result is not None and not o.cached and not o.stale),
+            cached=sum(o.cached for o in outcomes),
+            seconds=f"{sum(o.result.duration for o in outcomes if o.result is not None):.1f}",
+        )
     )
 
 
 def summary_markdown(outcomes: Sequence[Outcome], notes_prefix: str = "notes/") -> str:
-    """CI's job summary: the outcome table with each block named `notes/x.md:42`."""
-    lines = ["## KernelNotes snippets", "", counts_line(outcomes), ""]
-    lines += outcome_table(outcomes, lambda o: "`" + case_name(o, notes_prefix).replace("`", "'") + "`")
+    """CI's job summary (English, like all CLI output): the outcome table, blocks named `notes/x.md:42`."""
+    t = translator("en")
+    lines = ["## KernelNotes snippets", "", counts_line(outcomes, t), ""]
+    lines += outcome_table(outcomes, lambda o: "`" + case_name(o, notes_prefix).replace("`", "'") + "`", t)
     return "\n".join(lines) + "\n"
 
 
-def report_markdown(outcomes: Sequence[Outcome], title: str = "代码执行报告") -> str:
-    """The site's execution report page (like sphinx-gallery's execution times): one row per block."""
+def report_markdown(outcomes: Sequence[Outcome], language: str = "en") -> str:
+    """The site's execution report page (like sphinx-gallery's execution times), in the site's
+    language: results recorded on a GPU (whose timings mean something) apart from CPU correctness runs."""
+    t = translator(language)
 
     def link(o: Outcome) -> str:
         target = o.note_path.replace(" ", "%20").replace(")", "%29")
         return f"[{inert(o.note_path)}:{o.snippet.start_line}]({target})"
 
-    lines = ["---", "hide: [navigation, toc]", "---", "", f"# {title}", "", counts_line(outcomes), ""]
-    return "\n".join(lines + outcome_table(outcomes, link)) + "\n"
+    gpu = [o for o in outcomes if o.result is not None and o.result.device_class == "cuda"]
+    cpu = [o for o in outcomes if o not in gpu]
+    lines = ["---", "hide: [navigation, toc]", "---", "", f"# {inert(t.gettext('Execution report'))}", ""]
+    lines += [counts_line(outcomes, t), ""]
+    if gpu:
+        lines += [
+            f"## {inert(t.gettext('Recorded on a GPU'))}",
+            "",
+            inert(t.gettext("Timings here are GPU timings, measured after a warm-up.")),
+            "",
+        ]
+        lines += [*outcome_table(gpu, link, t), ""]
+    heading = t.gettext("Correctness runs on CPU")
+    note = t.gettext(
+        "On CPU, blocks run for their output and their checks; Triton kernels run under the interpreter and are not timed."
+    )
+    lines += [f"## {inert(heading)}", "", inert(note), "", *outcome_table(cpu, link, t)]
+    return "\n".join(lines) + "\n"

@@ -58,6 +58,7 @@ class Settings:
     report_page: str = SECTION["report_page"][1]
     results_dir: Path | None = None
     config_path: Path | None = None  # the mkdocs.yml read, if any
+    language: str = "en"  # the site's language (theme.language): page text KernelNotes writes
 
 
 def section_options(raw: dict[str, Any], where: str = "mkdocs.yml") -> dict[str, Any]:
@@ -144,6 +145,7 @@ def load_settings(
     if config is None and (cwd / "mkdocs.yml").is_file():
         config = cwd / "mkdocs.yml"
     options: dict[str, Any] = {}
+    language = "en"
     docs_dir = "notes"
     root = cwd
     if config is not None:
@@ -153,6 +155,8 @@ def load_settings(
         data = read_mkdocs_config(config)
         options = plugin_section(data)
         docs_dir = str(data.get("docs_dir") or "docs")
+        theme = data.get("theme")
+        language = str(theme.get("language") or "en") if isinstance(theme, dict) else "en"
         root = config.parent
     if notes is not None:
         notes_dir = notes.resolve()
@@ -180,4 +184,5 @@ def load_settings(
         report_page=get("report_page"),
         results_dir=(root / str(results_dir)).resolve() if results_dir else None,
         config_path=config,
+        language=language,
     )
