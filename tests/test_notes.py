@@ -13,7 +13,7 @@ from .conftest import REPO
 
 NOTES = REPO / "notes"
 POSTS = sorted(p for p in (NOTES / "posts").iterdir() if p.suffix in (".md", ".ipynb"))
-CATEGORIES = {"深度学习", "生成模型", "强化学习", "工程实践", "算法题"}
+CATEGORIES = {"深度学习", "生成模型", "强化学习", "工程实践", "算法题", "多模态"}
 
 
 def vocabulary() -> set[str]:
