@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +18,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kernelnotes.index import MARK_CLOSE, MARK_OPEN, Index, IndexReport
+from kernelnotes.index import (
+    MARK_CLOSE,
+    MARK_OPEN,
+    Index,
+    IndexBusy,
+    IndexReport,
+    file_identity,
+    is_corruption,
+    recover,
+)
 from kernelnotes.parse import IncludeResolver
 from kernelnotes.settings import Settings, SettingsError, load_settings
 from kernelnotes.slug import slugify
@@ -45,12 +55,22 @@ class Context:
         return self._settings
 
     def index(self, refresh: bool = False) -> Index:
-        """Open the index; build it first when it does not exist yet (or when asked to refresh)."""
-        settings = self.settings
-        fresh = not settings.db_path.exists()
-        index = Index(settings.db_path)
-        if fresh or refresh:
+        """Open the index; build it first when it has never been built (or when asked to refresh).
+
+        "Never built" is read from the database, not from the file's existence: a `kn search` that
+        races the first `kn index` waits for its update and then finds its notes.
+        """
+        index = self.open_index()
+        if refresh or index.empty():
             self.report(self.update(index), quiet=not refresh)
+        return index
+
+    def open_index(self) -> Index:
+        """Open the index, checked for damage (a corrupt file is moved aside: one line says so)."""
+        index = Index(self.settings.db_path, verify=True)
+        _OPENED.append(self.settings.db_path)
+        for line in index.notices:
+            self.err.print(f"[red]{escape(line)}[/]")
         return index
 
     def update(self, index: Index) -> IndexReport:
@@ -99,7 +119,7 @@ def cli(ctx: click.Context, config: Path | None, notes: Path | None, db: Path | 
 @pass_ctx
 def index_cmd(ctx: Context) -> None:
     """Index the notes incrementally (only changed files are parsed) and report problems."""
-    index = Index(ctx.settings.db_path)
+    index = ctx.open_index()
     ctx.report(ctx.update(index))
     counts = index.counts()
     ctx.err.print(
@@ -377,8 +397,10 @@ def results_import(ctx: Context, folder: Path) -> None:
     """Merge results exported elsewhere (e.g. by a GPU runner) into the index."""
     from kernelnotes.runs import RunStore
 
-    count = RunStore(ctx.index().db).import_(folder)
-    ctx.err.print(f"imported {count} results from {folder}")
+    report = RunStore(ctx.index().db).import_(folder)
+    for problem in report.problems:
+        ctx.err.print(f"[red]{escape(str(problem))}[/]")
+    ctx.err.print(f"imported {report.imported} results from {folder}")
 
 
 @cli.command("plugins")
@@ -401,9 +423,26 @@ def build_cli() -> click.Group:
     return cli
 
 
+# index files opened by this process, for `main` to repair one found corrupt in the middle of a command
+_OPENED: list[Path] = []
+
+
 def main() -> None:
     try:
-        build_cli()(prog_name="kn")
+        try:
+            build_cli()(prog_name="kn")
+        except sqlite3.DatabaseError as exc:
+            # damage that `PRAGMA quick_check` cannot see (inside full-text index data) shows up only
+            # when a query reads it: move the file aside and run the command once more on a new index
+            if not (is_corruption(exc) and _OPENED):
+                raise
+            path = _OPENED[-1]
+            click.echo(recover(path, str(exc), file_identity(path)), err=True)
+            _OPENED.clear()
+            build_cli()(prog_name="kn")
     except SettingsError as exc:
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(USAGE)
+    except IndexBusy as exc:
+        click.echo(str(exc), err=True)
         sys.exit(USAGE)

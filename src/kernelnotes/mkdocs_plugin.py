@@ -79,11 +79,15 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if not self.config.enabled:
             return
         root = Path(config.config_file_path).parent
-        index = Index(root / self.config.db)
+        index = Index(root / self.config.db, verify=True)  # a corrupt index is moved aside and rebuilt
+        for line in index.notices:
+            log.warning(line)
         report = index.update(Path(config.docs_dir), IncludeResolver(root, root / self.config.snippets_dir))
         if self.config.results_dir and (root / self.config.results_dir).is_dir():
             # results recorded elsewhere (a GPU runner), shown with their device and date
-            RunStore(index.db).import_(root / self.config.results_dir)
+            imported = RunStore(index.db).import_(root / self.config.results_dir)
+            for problem in imported.problems:
+                log.warning(str(problem))  # one line per malformed file; the others are imported
         index.db.close()
         for problem in report.problems:
             # errors become warnings, so `mkdocs build --strict` fails on a broken note
