@@ -278,6 +278,31 @@ def render_skeleton(
     )
 
 
+@cli.command("init")
+@pass_ctx
+def init_cmd(ctx: Context) -> None:
+    """Add KernelNotes to the existing mkdocs-material blog here (its mkdocs.yml), then index it."""
+    from kernelnotes.adopt import init_blog
+
+    config = ctx._args[0] or Path("mkdocs.yml")
+    try:
+        report = init_blog(config)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not report.changed:
+        ctx.err.print(f"{escape(str(report.config))}: KernelNotes is already set up")
+        return
+    ctx.err.print(f"{escape(str(report.config))}: added to plugins:")
+    for line in report.lines:
+        ctx.out.print(escape(line))
+    if report.gitignore:
+        ctx.err.print(".gitignore: added .kernelnotes/ (the index is a cache)")
+    ctx.index(refresh=True)
+    ctx.err.print(
+        'next: `mkdocs serve`; mark a code block ```python exec="on"``` to run it (README: "Executable snippets")'
+    )
+
+
 @cli.command("run")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--changed", is_flag=True, help="Only notes changed in git (modified, staged or untracked).")

@@ -50,6 +50,7 @@ class KernelNotesConfig(Config):
     memory_limit_mb = c.Type(int, default=0)  # address-space limit of CPU workers (0: none)
     report_page = c.Type(str, default="execution.md")
     results_dir = c.Optional(c.Type(str))  # committed results (`kn results export`) merged at each build
+    categories = c.Type(list, default=[])  # known post categories: others are reported, not dropped
 
 
 class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
@@ -72,6 +73,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             # prints the block as a paragraph, raw HTML included; relaxed, it highlights the code.
             config.mdx_configs.setdefault("pymdownx.superfences", {})["relaxed_headers"] = True
         self._figure_base = (urlsplit(config.site_url or "").path or "/").rstrip("/") + f"/{FIGURES_DIR}/"
+        for message in blog.derive_feed_settings(config):  # the feed follows blog_dir, not a copy of it
+            log.debug(message)
         return config
 
     def on_pre_build(self, config: MkDocsConfig) -> None:
@@ -96,7 +99,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def _on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
         """Leave out posts material's blog would crash on; run every note's snippets up front
         (cached ones cost nothing) and add the execution report page."""
-        for message in blog.exclude_invalid_posts(files, config):
+        for message in blog.exclude_invalid_posts(files, config, self.config.categories):
             log.warning(message)  # --strict fails; serve goes on without the broken note
         if not self.config.enabled:
             return files
