@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -261,6 +263,52 @@ def test_index_search_run_results_and_mkdocs_build_together_never_see_a_locked_d
         assert conn.execute("select count(*) from runs where key like 'w%'").fetchone()[0] == 200
         assert conn.execute("select count(*) from runs where key like 'imp%'").fetchone()[0] == 20
     assert integrity(db_path(root)) == "ok"
+
+
+def test_mkdocs_serve_rebuilding_beside_kn_index_and_search_never_sees_a_locked_database(tmp_path):
+    root = make_project(tmp_path, 300)
+    log = tmp_path / "serve.log"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with log.open("w") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{port}"],
+            cwd=root, stdout=out, stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
+        )  # fmt: skip
+    try:
+        # serve's first build and kn create the index at the same moment
+        for rc, _, err in _finish([start_kn(root, "index"), start_kn(root, "search", "sampler9")]):
+            assert rc == 0 and "locked" not in err, err[-2000:]
+        builds = _wait_for_builds(log, 1)
+        for round_ in range(3):  # each edit makes serve rebuild (and update the index) while kn runs
+            (root / "notes" / "posts" / f"n{round_}.md").write_text(f"# 改了 {round_}\n\n新正文\n", "utf-8")
+            (root / "notes" / "posts" / f"new{round_}.md").write_text(
+                f"# 新 {round_}\n\nfresh{round_}\n", "utf-8"
+            )
+            procs = [start_kn(root, "index"), start_kn(root, "search", "sampler9"), start_kn(root, "index")]
+            for rc, _, err in _finish(procs):
+                assert rc == 0 and "locked" not in err, err[-2000:]
+            builds = _wait_for_builds(log, builds + 1)
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=20)
+    text = log.read_text(errors="replace")
+    assert "locked" not in text and "Traceback" not in text, text[-3000:]
+    assert integrity(db_path(root)) == "ok" and count_notes(db_path(root)) == 304
+
+
+def _wait_for_builds(log: Path, count: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        done = text.count("Documentation built in")
+        if done >= count:
+            time.sleep(0.5)  # let the watcher settle before the next edit
+            return done
+        assert "Traceback" not in text, text[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} builds in:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 # ---- malformed results files -------------------------------------------------------------------------
