@@ -154,6 +154,20 @@ def test_damaged_index_is_reported_in_one_line_moved_aside_and_rebuilt(tmp_path,
         assert "0 recorded results kept" in lines[0]
 
 
+@pytest.mark.parametrize("damage", [_garbage_header, _garbage_middle, _truncated], ids=lambda f: f.__name__)
+def test_search_on_a_damaged_index_answers_without_a_traceback(tmp_path, damage):
+    """`kn search` does not read the whole file first; damage its queries meet is repaired the same way."""
+    root = make_project(tmp_path, 300)
+    assert kn(root, "index").returncode == 0
+    with sqlite3.connect(db_path(root)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    damage(db_path(root))
+    result = kn(root, "search", "sampler42")
+    assert result.returncode == 0, result.stderr
+    assert "posts/n42.md" in result.stdout and "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "corrupt" in line]) <= 1
+
+
 def test_damage_only_a_query_sees_is_repaired_by_the_command_that_hits_it(tmp_path):
     """Garbage inside the full-text index's data passes `PRAGMA quick_check`; the search meets it."""
     root = make_project(tmp_path, 50)
