@@ -231,9 +231,8 @@ def _open_file(path: Path, verify: bool) -> sqlite_utils.Database:
         if verify:
             problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
-                raise sqlite3.DatabaseError(
-                    "database disk image is malformed: " + " ".join(problems[0].split())
-                )
+                first = problems[0].replace("*** in database main ***", "")
+                raise sqlite3.DatabaseError("database disk image is malformed: " + " ".join(first.split()))
         migrate(db)
     except BaseException:
         conn.close()
