@@ -344,7 +344,13 @@ def test_malformed_results_file_is_one_line_naming_it_and_the_rest_imports(tmp_p
     shutil.copy(HOSTILE / "db-merge-conflict.md.json", folder / "posts" / "conflict.md.json")
     (folder / "posts" / "list.md.json").write_text("[1, 2]", encoding="utf-8")
     (folder / "posts" / "rows.md.json").write_text(
-        json.dumps({"note": "posts/rows.md", "runs": [{"key": 1}, _export_row(2)]}), encoding="utf-8"
+        json.dumps(
+            {
+                "note": "posts/rows.md",
+                "runs": [{"key": 1}, _export_row(2), {**_export_row(3), "check": [{"x": 1}]}],
+            }
+        ),
+        encoding="utf-8",
     )
     report = RunStore(Index(None).db).import_(folder)
     assert report.imported == 3  # good.md's two rows and rows.md's valid one
@@ -355,7 +361,7 @@ def test_malformed_results_file_is_one_line_naming_it_and_the_rest_imports(tmp_p
         f"{os.path.relpath(folder / 'posts' / 'conflict.md.json')}:2: error: not valid JSON"
     )
     assert "\n" not in conflict and "kn results export" in conflict
-    assert "1 of 2 results are malformed" in str(by_file["rows.md.json"])
+    assert "2 of 3 results are malformed (first: #0)" in str(by_file["rows.md.json"])
 
 
 def test_malformed_results_file_does_not_break_the_build(tmp_path):

@@ -412,7 +412,6 @@ class Index:
         `notices` holds the line saying a corrupt file was moved aside, for the front end to show.
         """
         self.notices: list[str] = []
-        self.path = None if db is None or isinstance(db, sqlite_utils.Database) else Path(db)
         self.db = (
             db if isinstance(db, sqlite_utils.Database) else open_db(db, verify=verify, notices=self.notices)
         )

@@ -21,7 +21,7 @@ from kernelnotes.results import RunResult
 
 _JSON_FIELDS = {"figures": "figures", "check_cases": "check", "versions": "versions"}
 # fields an imported row must have, with their types (the rest default)
-_REQUIRED = {
+_REQUIRED: dict[str, type] = {
     "key": str,
     "device": str,
     "device_class": str,
@@ -39,10 +39,29 @@ class ImportReport:
     problems: list[Problem] = dataclasses.field(default_factory=list)
 
 
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "stdout": str,
+    "value": str,
+    "error": str,
+    "check_name": str,
+    "code_key": str,
+    "duration": (int, float),
+}
+
+
 def _valid_row(row: Any) -> bool:
-    return isinstance(row, dict) and all(
-        isinstance(row.get(k), t) and not isinstance(row.get(k), bool) for k, t in _REQUIRED.items()
-    )
+    """Whether an exported row can be stored and shown (the page renders it as a RunResult)."""
+    if not isinstance(row, dict):
+        return False
+    if not all(isinstance(row.get(k), t) and not isinstance(row.get(k), bool) for k, t in _REQUIRED.items()):
+        return False
+    if not all(k not in row or isinstance(row[k], t) for k, t in _OPTIONAL.items()):
+        return False
+    try:
+        RunResult.from_dict(row)  # figures and check cases with the fields the page reads
+    except (TypeError, AttributeError, ValueError):
+        return False
+    return True
 
 
 def _display(path: Path) -> str:
