@@ -306,7 +306,7 @@ def test_export_import_and_stale_marking(project, tmp_path):
     other_db = Index(tmp_path / "site.db")
     settings2 = load_settings(notes=project.notes, db=tmp_path / "site.db", cwd=project.root)
     viewer = make_pipeline(settings2, other_db, RunOptions(execute=False))
-    assert viewer.store.import_(tmp_path / "results") == 1
+    assert viewer.store.import_(tmp_path / "results").imported == 1
     (o,) = viewer.run(load_notes(settings2)[0])
     assert o.result.device == "NVIDIA H100 80GB HBM3" and not o.stale
     project.note("a.md", '# A\n\n```python exec="on"\nprint("edited")\n```\n')
@@ -360,7 +360,7 @@ def test_export_files_mirror_note_paths_and_never_collide(project, tmp_path):
     )
     assert files == ["a/b.md.json", "a__b.md.json"]
     other = RunStore(Index(tmp_path / "other.db").db)
-    assert other.import_(tmp_path / "results") == 2
+    assert other.import_(tmp_path / "results").imported == 2
     assert {r.stdout for n in ("a/b.md", "a__b.md") for r in other.latest(n, 0)} == {"nested\n", "flat\n"}
 
 

@@ -70,6 +70,16 @@ class App:
 
         return Index(self.settings.db_path)
 
+    def open_index(self, verify: bool = False) -> Index:
+        """The index, opened with `verify` (a whole-file check: a corrupt file is moved aside and
+        rebuilt, `index.notices` says so) when it is not open yet or a check is asked for."""
+        from kernelnotes.index import Index
+
+        if verify or "index" not in self.__dict__:
+            self.close()
+            self.__dict__["index"] = Index(self.settings.db_path, verify=verify)
+        return self.index
+
     @cached_property
     def store(self) -> RunStore:
         from kernelnotes.runs import RunStore
@@ -113,7 +123,8 @@ class App:
         report = self.index.update(self.settings.notes_dir, self.resolver)
         results = self.settings.results_dir
         if results is not None and results.is_dir():
-            self.store.import_(results)
+            # one problem line per malformed results file; the others are imported
+            report.problems += self.store.import_(results).problems
         return report
 
     def run_options(self, **overrides: Any) -> RunOptions:

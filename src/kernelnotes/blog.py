@@ -192,7 +192,16 @@ def _guess_date(value: str) -> str | None:
         return None
 
 
-def _line(path: str, front_matter: str, key: str, what: str, hint: str) -> str:
+def _line(
+    path: str,
+    front_matter: str,
+    key: str,
+    what: str,
+    hint: str,
+    *,
+    severity: str = "error",
+    outcome: str = "the site leaves this note out",
+) -> str:
     line = 0
     top = key.split(".")[0]
     if top:
@@ -201,7 +210,7 @@ def _line(path: str, front_matter: str, key: str, what: str, hint: str) -> str:
                 line = number
                 break
     where = f"{path}:{line}" if line else path
-    return f"{where}: error: {what} ({hint}); the site leaves this note out"
+    return f"{where}: {severity}: {what} ({hint}); {outcome}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,10 +286,40 @@ def _posts_prefix(config: Any) -> str | None:
     return os.path.normpath(post_dir).replace(os.sep, "/") + "/"
 
 
-def exclude_invalid_posts(files: Any, config: Any) -> list[str]:
+def unknown_categories(
+    path: str, meta: Mapping[str, Any] | None, front_matter: str, known: Iterable[str]
+) -> list[str]:
+    """One warning line per category of a post outside `known` (the post is still published).
+
+    The blog's own `categories_allowed` is an allow-list that drops the post (`validate_post`);
+    this is the gentler check an adopted blog gets: a typo is reported, nothing disappears.
+    """
+    known = list(known)
+    value = (meta or {}).get("categories")
+    if not known or not isinstance(value, list):
+        return []
+    hint = "add it to the kernelnotes plugin's `categories` in mkdocs.yml, or fix its spelling"
+    return [
+        _line(
+            path,
+            front_matter,
+            "categories",
+            f"category {name!r} is not one of the known categories",
+            hint,
+            severity="warning",
+            outcome="published anyway",
+        )
+        for name in value
+        if isinstance(name, str) and name not in known
+    ]
+
+
+def exclude_invalid_posts(files: Any, config: Any, known_categories: Iterable[str] = ()) -> list[str]:
     """Remove the posts material's blog would crash on from `files`; one line per problem.
 
-    Call from `on_files` of a plugin that runs before the blog (any priority above -50).
+    A category outside the blog's `categories_allowed` drops the post (material would stop the
+    build); one outside `known_categories` is only reported. Call from `on_files` of a plugin that
+    runs before the blog (any priority above -50).
     """
     prefix = _posts_prefix(config)
     if prefix is None:
@@ -303,9 +342,43 @@ def exclude_invalid_posts(files: Any, config: Any) -> list[str]:
             problems = validate_post(
                 os.path.relpath(file.abs_src_path), meta, front, allowed_categories=allowed, error=error
             )
+            if not problems:
+                messages.extend(
+                    unknown_categories(os.path.relpath(file.abs_src_path), meta, front, known_categories)
+                )
         if problems:
             files.remove(file)
             messages.extend(problems)
+    return messages
+
+
+def derive_feed_settings(config: Any) -> list[str]:
+    """Make the RSS plugin's settings follow the blog's instead of repeating them; one line per change.
+
+    - `match_path` left at its default (every page): the blog's posts folder, from `blog_dir` and
+      `post_dir`, so pointing the site at another blog folder keeps the feed full.
+    - `date_from_meta` reading `date`: `date.created` / `date.updated`, since `prepare_post` turns
+      a post's `date` into that mapping (plain and mapping dates both reach the feed).
+    Call from `on_config`; works whether the RSS plugin's own `on_config` ran before or not.
+    """
+    prefix = _posts_prefix(config)
+    plugins = getattr(config, "plugins", None) or {}
+    rss = plugins.get("rss") if hasattr(plugins, "get") else None
+    if prefix is None or rss is None:
+        return []
+    messages = []
+    options = rss.config
+    if options.get("match_path", ".*") == ".*":
+        pattern = re.escape(prefix) + r".*\.md$"
+        options["match_path"] = pattern
+        if hasattr(rss, "match_path_pattern"):  # the RSS plugin compiled the default already
+            rss.match_path_pattern = re.compile(pattern)
+        messages.append(f"rss: match_path derived from the blog: {pattern}")
+    dates = options.get("date_from_meta")
+    for key, field in (("as_creation", "created"), ("as_update", "updated")):
+        if dates is not None and dates.get(key) == "date":
+            dates[key] = f"date.{field}"
+            messages.append(f"rss: date_from_meta.{key} reads date.{field} (post dates are mappings)")
     return messages
 
 

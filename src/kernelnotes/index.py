@@ -8,8 +8,10 @@ files are unchanged is not parsed again; deleted notes disappear; a renamed note
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -179,30 +181,224 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
 )
 
 
-def open_db(path: str | Path | None) -> sqlite_utils.Database:
+BUSY_TIMEOUT_S = 30.0  # how long one statement waits for another process's write to finish
+_WRITE_TRIES = 4  # busy timeouts in a row before a writer gives up (2 minutes)
+
+
+class IndexBusy(RuntimeError):
+    """Another process kept the index locked for longer than a writer waits."""
+
+
+def open_db(
+    path: str | Path | None, *, verify: bool = False, notices: list[str] | None = None
+) -> sqlite_utils.Database:
     """Open (creating and migrating) the index at `path`; None means an in-memory database.
 
+    The one place a database connection is made, so every front end shares the same rules:
+    WAL (readers never wait for the indexer, nor it for them), a busy timeout, and writes that take
+    the write lock up front (`writing`) so concurrent `kn` and `mkdocs` processes queue instead of
+    failing with "database is locked". A file SQLite reports as corrupt (with `verify`, also after
+    `PRAGMA quick_check`) is moved aside and replaced by a fresh index, keeping the recorded results
+    that can still be read; the line saying so is appended to `notices`.
     The connection may be used from the pipeline's job threads, which serialise access with a lock.
     """
     if path is None:
         db = sqlite_utils.Database(sqlite3.connect(":memory:", check_same_thread=False))
+        migrate(db)
+        return db
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seen = file_identity(path)
+    try:
+        return _open_file(path, verify)
+    except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise
+        line = recover(path, str(exc), seen)
+    if notices is not None:
+        notices.append(line)
     else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False))
-        db.enable_wal()  # readers (kn search, mkdocs serve) do not block the indexer and vice versa
-    migrate(db)
+        logging.getLogger("kernelnotes").warning(line)
+    return _open_file(path, verify=False)
+
+
+def _open_file(path: Path, verify: bool) -> sqlite_utils.Database:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    try:
+        db = sqlite_utils.Database(conn)
+        # switching to WAL needs a moment of exclusive access (only the first open of a new file)
+        _retry_busy(db.enable_wal, path)
+        if verify:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                first = problems[0].replace("*** in database main ***", "")
+                raise sqlite3.DatabaseError("database disk image is malformed: " + " ".join(first.split()))
+        migrate(db)
+    except BaseException:
+        conn.close()
+        raise
     return db
 
 
+def is_corruption(exc: BaseException) -> bool:
+    """Whether an sqlite3 error means the file is damaged (as opposed to locked, full or misused)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and any(
+        s in text for s in ("malformed", "not a database", "corrupt")
+    )
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _retry_busy(action: Callable[[], Any], path: Path | str) -> Any:
+    for attempt in range(_WRITE_TRIES):
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            if attempt == _WRITE_TRIES - 1:
+                raise IndexBusy(
+                    f"{path}: error: the index stayed locked by another kn or mkdocs process for "
+                    f"{int(BUSY_TIMEOUT_S * _WRITE_TRIES)} s (let it finish, then try again)"
+                ) from exc
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def writing(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A write transaction that holds SQLite's write lock from its first statement.
+
+    A deferred transaction that reads first and writes later fails at once with "database is
+    locked" when another process wrote in between (WAL gives no retry there); `BEGIN IMMEDIATE`
+    waits for the lock (busy timeout, retried) and then reads the latest data. Nested: a savepoint.
+    """
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    _retry_busy(lambda: db.conn.execute("BEGIN IMMEDIATE"), _db_file(db))
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+def _db_file(db: sqlite_utils.Database) -> str:
+    rows = db.conn.execute("PRAGMA database_list").fetchall()
+    return str(rows[0][2] or ":memory:") if rows else ":memory:"
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file, to tell whether another process replaced it meanwhile."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def recover(path: Path, reason: str, seen: tuple[int, int] | None) -> str:
+    """Move a corrupt index aside, start a fresh one with the results still readable; say so in one line.
+
+    The notes tables are a cache of notes/ (the next update rebuilds them); the runs table is not:
+    results that cannot be read back are lost unless they were exported (`kn results export`).
+    Serialised with an advisory lock (released by the kernel if the process dies), and skipped when
+    another process already replaced the file `seen` (its `file_identity`) since it was found corrupt.
+    """
+    reason = " ".join(reason.split())
+    with _folder_lock(path.parent):
+        if file_identity(path) != seen:
+            return f"{path}: warning: the index was corrupt ({reason}); another process has rebuilt it"
+        runs, total = _salvage_runs(path)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal"):  # the WAL belongs to the damaged file; -shm is rebuilt from it
+            source = Path(str(path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(aside) + suffix))
+        Path(str(path) + "-shm").unlink(missing_ok=True)
+        db = _open_file(path, verify=False)
+        if runs:
+            with writing(db):
+                db.table("runs").insert_all(runs, pk=("key", "device"), replace=True, batch_size=_BATCH)
+        db.close()
+    lost = (
+        "none lost"
+        if total is not None and total == len(runs)
+        else (f"{total - len(runs)} lost" if total is not None else "any others lost")
+    )
+    return (
+        f"{path}: error: the index was corrupt ({reason}); moved it to {aside.name} and rebuilt it from "
+        f"the notes; {len(runs)} recorded results kept, {lost} (`kn results import results` "
+        "restores exported ones)"
+    )
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An advisory lock on the index's folder: no lock file to leave behind, freed when the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: recovery is not serialised
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _salvage_runs(path: Path) -> tuple[list[dict[str, Any]], int | None]:
+    """The rows of the runs table that can still be read from a damaged file, and how many it had."""
+    rows: list[dict[str, Any]] = []
+    total: int | None = None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        return rows, None
+    conn.row_factory = sqlite3.Row
+    try:
+        try:
+            total = conn.execute("select count(*) from runs").fetchone()[0]
+        except sqlite3.Error:
+            total = None
+        try:
+            for row in conn.execute("select * from runs"):
+                rows.append(dict(row))
+        except sqlite3.Error:
+            pass
+    finally:
+        conn.close()
+    return rows, total
+
+
 def migrate(db: sqlite_utils.Database) -> None:
-    """Apply the migrations the database has not seen; `PRAGMA user_version` counts them."""
+    """Apply the migrations the database has not seen; `PRAGMA user_version` counts them.
+
+    Under the write lock, re-reading the version: two processes opening a new index at once must
+    not both create its tables.
+    """
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
         raise RuntimeError(
             f"index schema v{version} is newer than this KernelNotes (v{len(MIGRATIONS)}); upgrade"
         )
-    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-        with db.atomic():
+    if version == len(MIGRATIONS):
+        return
+    with writing(db):
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             step(db)
             db.execute(f"PRAGMA user_version = {number}")
 
@@ -210,8 +406,15 @@ def migrate(db: sqlite_utils.Database) -> None:
 class Index:
     """Reads and writes the note index in one SQLite database."""
 
-    def __init__(self, db: sqlite_utils.Database | str | Path | None) -> None:
-        self.db = db if isinstance(db, sqlite_utils.Database) else open_db(db)
+    def __init__(self, db: sqlite_utils.Database | str | Path | None, *, verify: bool = False) -> None:
+        """Open the index (see `open_db`; `verify` checks the file for damage first).
+
+        `notices` holds the line saying a corrupt file was moved aside, for the front end to show.
+        """
+        self.notices: list[str] = []
+        self.db = (
+            db if isinstance(db, sqlite_utils.Database) else open_db(db, verify=verify, notices=self.notices)
+        )
         if isinstance(db, sqlite_utils.Database):
             migrate(db)
         # notes parsed in this process, by path, with the content hash they were parsed from: the
@@ -219,10 +422,25 @@ class Index:
         self._parsed: dict[str, tuple[str, Note]] = {}
         self._notes_dir: Path | None = None
 
+    def empty(self) -> bool:
+        """True until an update has been committed (a new file, or one whose first update was killed)."""
+        return not self.db.execute(
+            "select exists(select 1 from notes) or exists(select 1 from problems)"
+        ).fetchone()[0]
+
     # ---- indexing -------------------------------------------------------------------------------
 
     def update(self, notes_dir: Path, resolver: IncludeResolver) -> IndexReport:
-        """Bring the index in line with the files under `notes_dir` and return what changed."""
+        """Bring the index in line with the files under `notes_dir` and return what changed.
+
+        One write transaction from the first read to the commit: a concurrent update (another `kn
+        index`, a `kn search` building the index, `mkdocs serve`) waits, then finds the work done;
+        `kill -9` midway leaves the previous state (SQLite rolls the transaction back).
+        """
+        with writing(self.db):
+            return self._update(notes_dir, resolver)
+
+    def _update(self, notes_dir: Path, resolver: IncludeResolver) -> IndexReport:
         report = IndexReport()
         existing = {
             r["path"]: r for r in self.db.query("select id, path, size, mtime_ns, sha, includes from notes")
@@ -287,7 +505,7 @@ class Index:
 
         deleted_ids = [r["id"] for r in gone.values()] + [existing[p]["id"] for p in failed if p in existing]
         report.deleted = sorted(gone)
-        # one transaction: sqlite-utils' inner batches become savepoints instead of commits
+        # one transaction (see update): sqlite-utils' inner batches become savepoints instead of commits
         with self.db.atomic():
             self._delete_notes(deleted_ids, keep_rows=False)
             self._delete_notes([w[0] for w in writes], keep_rows=True)

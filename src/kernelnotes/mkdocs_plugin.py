@@ -42,6 +42,8 @@ FIGURES_DIR = "assets/kernelnotes/figures"
 def _option(name: str) -> Any:
     """A config option typed and defaulted from the one table of settings (kernelnotes.settings)."""
     kind, default = SECTION[name]
+    if kind is list:
+        return c.Type(list, default=[])
     if name == "device":
         return c.Choice(DEVICE_CHOICES, default=default)
     if kind is float:
@@ -62,6 +64,7 @@ class KernelNotesConfig(Config):
     memory_limit_mb = _option("memory_limit_mb")
     report_page = _option("report_page")
     results_dir = _option("results_dir")
+    categories = _option("categories")
 
 
 class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
@@ -81,6 +84,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.outcomes = {}  # fresh state for every build, including serve rebuilds
         self.figures = {}
         self._figure_base = (urlsplit(config.site_url or "").path or "/").rstrip("/") + f"/{FIGURES_DIR}/"
+        for message in blog.derive_feed_settings(config):  # the feed follows blog_dir, not a copy of it
+            log.debug(message)
         if not self.config.enabled:
             return config
         extensions = config.markdown_extensions
@@ -106,6 +111,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         """Bring the note index up to date and report each note's problems as one line."""
         if not self.config.enabled or self.app is None:
             return
+        for line in self.app.open_index(verify=True).notices:  # a corrupt index: moved aside, rebuilt
+            log.warning(line)
         report = self.app.update_index()
         for problem in report.problems:
             # errors become warnings, so `mkdocs build --strict` fails on a broken note
@@ -114,7 +121,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def _on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
         """Leave out posts material's blog would crash on; run every note's snippets up front
         (cached ones cost nothing), hand the outcomes to the fence, add the execution report page."""
-        for message in blog.exclude_invalid_posts(files, config):
+        for message in blog.exclude_invalid_posts(files, config, self.config.categories):
             log.warning(message)  # --strict fails; serve goes on without the broken note
         if not self.config.enabled or self.app is None:
             return files

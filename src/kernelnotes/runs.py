@@ -6,15 +6,69 @@ repository commits, and imported where the site is built, keeping the device and
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import sqlite_utils
 
+from kernelnotes.index import writing
+from kernelnotes.problems import Problem
 from kernelnotes.results import RunResult
 
 _JSON_FIELDS = {"figures": "figures", "check_cases": "check", "versions": "versions"}
+# fields an imported row must have, with their types (the rest default)
+_REQUIRED: dict[str, type] = {
+    "key": str,
+    "device": str,
+    "device_class": str,
+    "snippet_idx": int,
+    "start_line": int,
+    "status": str,
+    "created_at": str,
+}
+_REEXPORT = "resolve the conflict or export it again with `kn results export`"
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+
+
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "stdout": str,
+    "value": str,
+    "error": str,
+    "check_name": str,
+    "code_key": str,
+    "duration": (int, float),
+}
+
+
+def _valid_row(row: Any) -> bool:
+    """Whether an exported row can be stored and shown (the page renders it as a RunResult)."""
+    if not isinstance(row, dict):
+        return False
+    if not all(isinstance(row.get(k), t) and not isinstance(row.get(k), bool) for k, t in _REQUIRED.items()):
+        return False
+    if not all(k not in row or isinstance(row[k], t) for k, t in _OPTIONAL.items()):
+        return False
+    try:
+        RunResult.from_dict(row)  # figures and check cases with the fields the page reads
+    except (TypeError, AttributeError, ValueError):
+        return False
+    return True
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
 
 class RunStore:
@@ -24,7 +78,8 @@ class RunStore:
 
     def save(self, note_path: str, snippet_idx: int, start_line: int, result: RunResult) -> None:
         row = self._row(note_path, snippet_idx, start_line, result.to_dict())
-        self.table.upsert(row, pk=("key", "device"))
+        with writing(self.db):
+            self.table.upsert(row, pk=("key", "device"))
 
     def fresh(self, key: str) -> RunResult | None:
         """The newest result computed for exactly this key (the key includes the device class)."""
@@ -76,21 +131,60 @@ class RunStore:
             )
         return sum(len(r) for r in by_note.values())
 
-    def import_(self, folder: Path) -> int:
-        """Merge exported results (one transaction); for the same key and device the newer one wins."""
-        known = {
-            (r["key"], r["device"]): r["created_at"]
-            for r in self.db.query("select key, device, created_at from runs")
-        }
-        rows = []
+    def import_(self, folder: Path) -> ImportReport:
+        """Merge exported results (one transaction); for the same key and device the newer one wins.
+
+        A file that is not an export (a merge conflict, a truncated download, rows missing fields)
+        is one problem naming it, and the other files still import.
+        """
+        report = ImportReport()
+        pending: list[tuple[str, dict[str, Any]]] = []  # (note path, row)
         for path in sorted(folder.rglob("*.json")):
-            data = json.loads(path.read_text(encoding="utf-8"))
-            for row in data.get("runs", []):
-                if known.get((row["key"], row["device"]), "") < row["created_at"]:
-                    rows.append(self._row(data["note"], row["snippet_idx"], row["start_line"], row))
-        with self.db.atomic():
+            name = _display(path)
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                report.problems.append(
+                    Problem(name, exc.lineno, f"not valid JSON: {exc.msg}", _REEXPORT, "error")
+                )
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                report.problems.append(Problem(name, 0, f"cannot read results file: {exc}", _REEXPORT))
+                continue
+            if not (
+                isinstance(data, dict)
+                and isinstance(data.get("note"), str)
+                and isinstance(data.get("runs"), list)
+            ):
+                report.problems.append(
+                    Problem(name, 1, 'not a results file (expected {"note": ..., "runs": [...]})', _REEXPORT)
+                )
+                continue
+            bad = [i for i, row in enumerate(data["runs"]) if not _valid_row(row)]
+            if bad:
+                report.problems.append(
+                    Problem(
+                        name,
+                        0,
+                        f"{len(bad)} of {len(data['runs'])} results are malformed (first: #{bad[0]}); the rest imports",
+                        _REEXPORT,
+                    )
+                )
+            skip = set(bad)
+            pending += [(data["note"], row) for i, row in enumerate(data["runs"]) if i not in skip]
+        with writing(self.db):  # read and write under the write lock: a concurrent import waits
+            known = {
+                (r["key"], r["device"]): r["created_at"]
+                for r in self.db.query("select key, device, created_at from runs")
+            }
+            rows = [
+                self._row(note, row["snippet_idx"], row["start_line"], row)
+                for note, row in pending
+                if known.get((row["key"], row["device"]), "") < row["created_at"]
+            ]
             self.table.upsert_all(rows, pk=("key", "device"))
-        return len(rows)
+        report.imported = len(rows)
+        return report
 
     def _row(self, note_path: str, snippet_idx: int, start_line: int, data: dict[str, Any]) -> dict[str, Any]:
         row = {
@@ -101,12 +195,12 @@ class RunStore:
             "snippet_idx": snippet_idx,
             "start_line": start_line,
             "status": data["status"],
-            "stdout": data["stdout"],
-            "value": data["value"],
-            "error": data["error"],
-            "check_name": data["check_name"],
+            "stdout": data.get("stdout", ""),
+            "value": data.get("value", ""),
+            "error": data.get("error", ""),
+            "check_name": data.get("check_name", ""),
             "code_key": data.get("code_key", ""),
-            "duration": data["duration"],
+            "duration": data.get("duration", 0.0),
             "created_at": data["created_at"],
         }
         for column, field in _JSON_FIELDS.items():

@@ -36,6 +36,7 @@ SECTION: dict[str, tuple[type, Any]] = {
     "memory_limit_mb": (int, 0),  # address-space limit of CPU workers (0: none)
     "report_page": (str, "execution.md"),
     "results_dir": (str, None),  # recorded results (kn results export) merged into every build
+    "categories": (list, None),  # known post categories: others are reported, not dropped
 }
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
