@@ -23,7 +23,7 @@ from mkdocs.plugins import BasePlugin, CombinedEvent, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
-from kernelnotes import blog
+from kernelnotes import blog, site_metadata
 from kernelnotes.index import Index
 from kernelnotes.inline import inline_results, report_markdown
 from kernelnotes.parse import IncludeResolver
@@ -127,6 +127,20 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     on_files = CombinedEvent(_on_files, _hide_notebooks, _show_notebooks)
 
+    # Metadata is untrusted text: cleaned first, plain for the feeds, escaped once for HTML (see
+    # kernelnotes.site_metadata for why these three points).
+    @event_priority(60)
+    def _clean_meta(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> None:
+        site_metadata.clean_meta(page)
+
+    @event_priority(-70)  # just before the RSS plugin (-75) reads the title
+    def on_page_content(self, html: str, *, page: Page, config: MkDocsConfig, files: Files) -> None:
+        site_metadata.plain_for_feeds(page)
+
+    @event_priority(200)  # before the tags plugin renders its listings (its on_env is at 100)
+    def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> None:
+        site_metadata.install(env, files)
+
     # Before every other plugin (the RSS plugin reads `date` in its own on_page_markdown, the blog
     # reads the reading time at -50): reading time, feed dates and description, excerpt separator.
     @event_priority(50)
@@ -146,7 +160,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.figures[name] = data
         return self._figure_base + name
 
-    on_page_markdown = CombinedEvent(_prepare_post, _inline_results)
+    on_page_markdown = CombinedEvent(_clean_meta, _prepare_post, _inline_results)
 
     def on_post_build(self, *, config: MkDocsConfig) -> None:
         folder = Path(config.site_dir) / FIGURES_DIR

@@ -1,0 +1,98 @@
+"""Front-matter metadata on the site: plain text for the feeds, escaped once for every HTML page.
+
+The root cause: MkDocs' Jinja environment does not autoescape, and mkdocs-material prints
+`page.title`, `page.meta.title` and `page.meta.description` raw (in `<title>`, `<meta content>`,
+headings, listings, prev/next links, the tags page), as does its search plugin (which stores titles
+as HTML) and its blog (which writes `# {title}` into each excerpt's Markdown). MkDocs itself is not
+consistent either: a title from front matter is plain text, one taken from the rendered H1 is HTML.
+
+The fix is in one place, three steps of the kernelnotes plugin, for every page:
+
+1. `clean_meta` (`on_page_markdown`, before everyone): control characters out of the metadata,
+   so feeds stay valid XML and no page carries ESC sequences; tags escaped for the tags plugin,
+   which prints their names into tables of contents (HTML) as they are;
+2. `plain_for_feeds` (`on_page_content`, just before the RSS plugin reads pages at -75): titles and
+   tags are plain text, so the RSS plugin's autoescaping template escapes them exactly once and the
+   JSON feed gets text, not entities;
+3. `escape_pages` (`on_env`, after every page was read and before any template renders): titles,
+   `meta.title`, `meta.description` and `meta.subtitle` become `markupsafe.Markup` escaped once. A
+   non-autoescaping template prints them as text; `|e` and autoescaping templates leave Markup as
+   it is, so nothing is escaped twice. Jinja's `striptags` filter unescapes what it strips, so it
+   is replaced by one that returns escaped text.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+from typing import Any
+
+from markupsafe import Markup
+
+from kernelnotes.safetext import html_text, plain_text
+
+HTML_META_KEYS = ("title", "description", "subtitle")  # printed into HTML by material's templates
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return plain_text(value)
+    if depth < 3 and isinstance(value, list):
+        return [_clean(v, depth + 1) for v in value]
+    if depth < 3 and isinstance(value, dict):
+        return {k: _clean(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def clean_meta(page: Any) -> None:
+    """Drop control characters from every text value of the page's front matter (in place).
+
+    Tags become escaped `Markup` here: the tags plugin reads them next and puts their names into
+    pages and tables of contents as they are (a table of contents holds HTML).
+    """
+    meta = page.meta
+    for key in list(meta):
+        meta[key] = _clean(meta[key])
+    if isinstance(meta.get("tags"), list):
+        meta["tags"] = [html_text(t) if isinstance(t, str) else t for t in meta["tags"]]
+
+
+def plain_for_feeds(page: Any) -> None:
+    """Title and tags as plain text for the RSS plugin, which escapes them itself.
+
+    A title MkDocs took from the rendered H1 is HTML; tags were escaped for the tags plugin.
+    """
+    if isinstance(page.meta.get("tags"), list):
+        page.meta["tags"] = [html.unescape(t) if isinstance(t, Markup) else t for t in page.meta["tags"]]
+    if isinstance(page.title, Markup) or "title" in page.meta:
+        return
+    rendered = getattr(page, "_title_from_render", None)
+    if rendered and page.title == rendered:
+        page.title = plain_text(html.unescape(rendered))
+
+
+def escape_page(page: Any) -> None:
+    """Titles and the metadata material prints raw, escaped once for HTML (idempotent)."""
+    if page.title is not None:
+        page.title = html_text(page.title)
+    for key in HTML_META_KEYS:
+        value = page.meta.get(key)
+        if isinstance(value, str):
+            page.meta[key] = html_text(value)
+
+
+def escape_pages(pages: Iterable[Any]) -> None:
+    for page in pages:
+        if page is not None:
+            escape_page(page)
+
+
+def striptags(value: Any) -> Markup:
+    """Jinja's `striptags`, but the text it returns stays escaped (the original unescapes it)."""
+    return Markup.escape(Markup(str(value)).striptags())
+
+
+def install(env: Any, files: Any) -> None:
+    """Call from `on_env` with a high priority: escape every page, replace `striptags`."""
+    escape_pages(file.page for file in files.documentation_pages())
+    env.filters["striptags"] = striptags
