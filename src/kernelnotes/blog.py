@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from kernelnotes.parse import FENCE_OPEN, make_excerpt, split_code
-from kernelnotes.safetext import plain_text
+from kernelnotes.safetext import plain_text, terminal_text
 from kernelnotes.textsearch import CJK
 
 EXCERPT_SEPARATOR = "<!-- more -->"
@@ -203,7 +203,7 @@ def _line(path: str, front_matter: str, key: str, what: str, hint: str) -> str:
                 line = number
                 break
     where = f"{path}:{line}" if line else path
-    return f"{where}: error: {what} ({hint}); the site leaves this note out"
+    return terminal_text(f"{where}: error: {what} ({hint}); the site leaves this note out")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,7 +304,9 @@ def exclude_invalid_posts(files: Any, config: Any) -> list[str]:
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
             problems = [
-                f"{os.path.relpath(file.abs_src_path)}: error: cannot read ({exc}); the site leaves this note out"
+                terminal_text(
+                    f"{os.path.relpath(file.abs_src_path)}: error: cannot read ({exc}); the site leaves this note out"
+                )
             ]
         else:
             meta, front, error = read_front_matter(text)

@@ -14,11 +14,12 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as markup_escape
 from rich.table import Table
 
 from kernelnotes.index import MARK_CLOSE, MARK_OPEN, Index, IndexReport
 from kernelnotes.parse import IncludeResolver
+from kernelnotes.safetext import terminal_json, terminal_text
 from kernelnotes.settings import Settings, SettingsError, load_settings
 from kernelnotes.slug import slugify
 
@@ -76,6 +77,11 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def escape(value: object) -> str:
+    """Untrusted text (titles, paths, messages) for Rich: no markup, no terminal control sequences."""
+    return markup_escape(terminal_text(value))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -103,7 +109,7 @@ def index_cmd(ctx: Context) -> None:
     ctx.report(ctx.update(index))
     counts = index.counts()
     ctx.err.print(
-        f"{ctx.settings.db_path}: {counts['notes']} notes, {counts['tags']} tags, {counts['snippets']} snippets"
+        f"{escape(ctx.settings.db_path)}: {counts['notes']} notes, {counts['tags']} tags, {counts['snippets']} snippets"
     )
 
 
@@ -123,21 +129,23 @@ def search(
     text = " ".join(query)
     hits = ctx.index().search(text, tag=tag, category=category, limit=limit)
     if as_json:
-        click.echo(json.dumps([_hit_json(h) for h in hits], ensure_ascii=False, indent=2))
+        click.echo(terminal_json([_hit_json(h) for h in hits]))
     else:
         for hit in hits:
             labels = " ".join(f"#{t}" for t in hit.tags)
             ctx.out.print(
-                f"[bold]{escape(hit.title)}[/]  [dim]{hit.date or 'undated'}[/]  [cyan]{escape(labels)}[/]"
+                f"[bold]{escape(hit.title)}[/]  [dim]{escape(hit.date or 'undated')}[/]  [cyan]{escape(labels)}[/]"
             )
             ctx.out.print(f"  [dim]{escape(hit.path)}[/]")
             fragment = escape(hit.fragment).replace(MARK_OPEN, "[bold yellow]").replace(MARK_CLOSE, "[/]")
             ctx.out.print(f"  {fragment}\n")
     if not hits:
         ctx.err.print(
-            f"no notes match {text!r}"
-            + (f" with tag {tag!r}" if tag else "")
-            + (f" in category {category!r}" if category else "")
+            escape(
+                f"no notes match {text!r}"
+                + (f" with tag {tag!r}" if tag else "")
+                + (f" in category {category!r}" if category else "")
+            )
         )
         sys.exit(NOTHING_FOUND)
 
@@ -157,7 +165,7 @@ def tags(ctx: Context, as_json: bool) -> None:
     """List every tag with the number of notes that carry it."""
     rows = ctx.index().tags()
     if as_json:
-        click.echo(json.dumps([{"tag": t, "notes": n} for t, n in rows], ensure_ascii=False, indent=2))
+        click.echo(terminal_json([{"tag": t, "notes": n} for t, n in rows]))
     else:
         table = Table("tag", "notes")
         for name, count in rows:
@@ -179,11 +187,11 @@ def show(ctx: Context, key: str, as_json: bool) -> None:
         key = path.resolve().relative_to(ctx.settings.notes_dir).as_posix()
     note = index.note(key)
     if note is None:
-        ctx.err.print(f"no note with slug or path {key!r} (see `kn search` or `kn tags`)")
+        ctx.err.print(escape(f"no note with slug or path {key!r} (see `kn search` or `kn tags`)"))
         sys.exit(NOTHING_FOUND)
     note.pop("body")
     if as_json:
-        click.echo(json.dumps(note, ensure_ascii=False, indent=2))
+        click.echo(terminal_json(note))
         return
     ctx.out.print(f"[bold]{escape(note['title'])}[/]")
     for field in ("path", "slug", "date", "updated", "categories", "tags", "authors", "description", "draft"):
@@ -200,7 +208,7 @@ def show(ctx: Context, key: str, as_json: bool) -> None:
         table.add_row(
             str(s["idx"]),
             f"{s['start_line']}-{s['end_line']}",
-            s["language"] or "-",
+            escape(s["language"] or "-"),
             escape(attrs),
             escape(", ".join(s["includes"])),
         )
@@ -223,12 +231,12 @@ def new(
         raise click.UsageError("cannot make a slug from the title; pass --slug")
     target = ctx.settings.notes_dir / subdir / f"{slug}.md"
     if target.exists():
-        ctx.err.print(f"{target} already exists; pick another --slug")
+        ctx.err.print(f"{escape(target)} already exists; pick another --slug")
         sys.exit(USAGE)
     tag_list = [t.strip() for t in tags.split(",") if t.strip()]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_skeleton(title, slug, tag_list, list(categories)), encoding="utf-8")
-    click.echo(str(target))
+    click.echo(terminal_text(target))
 
 
 def render_skeleton(
@@ -367,7 +375,7 @@ def results_export(ctx: Context, folder: Path) -> None:
     from kernelnotes.runs import RunStore
 
     count = RunStore(ctx.index().db).export(folder)
-    ctx.err.print(f"exported {count} results to {folder}")
+    ctx.err.print(f"exported {count} results to {escape(folder)}")
 
 
 @results_group.command("import")
@@ -378,7 +386,7 @@ def results_import(ctx: Context, folder: Path) -> None:
     from kernelnotes.runs import RunStore
 
     count = RunStore(ctx.index().db).import_(folder)
-    ctx.err.print(f"imported {count} results from {folder}")
+    ctx.err.print(f"imported {count} results from {escape(folder)}")
 
 
 @cli.command("plugins")
@@ -405,5 +413,5 @@ def main() -> None:
     try:
         build_cli()(prog_name="kn")
     except SettingsError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {terminal_text(exc)}", err=True)
         sys.exit(USAGE)

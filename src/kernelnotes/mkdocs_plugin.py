@@ -31,6 +31,7 @@ from kernelnotes.pipeline import Outcome, Pipeline, RunOptions
 from kernelnotes.results import Figure
 from kernelnotes.running import load_notes, make_pipeline
 from kernelnotes.runs import RunStore
+from kernelnotes.safetext import terminal_text
 from kernelnotes.settings import DEFAULT_DB, load_settings
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
@@ -108,7 +109,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             self.outcomes.setdefault(outcome.note_path, []).append(outcome)
             if outcome.failed:
                 log.warning(
-                    f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {outcome.failure_line()}"
+                    terminal_text(
+                        f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {outcome.failure_line()}"
+                    )
                 )
         if self.config.report_page and not files.get_file_from_path(self.config.report_page):
             files.append(File.generated(config, self.config.report_page, content=report_markdown(outcomes)))
