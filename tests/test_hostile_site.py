@@ -84,6 +84,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "snippets").mkdir()
     for path in HOSTILE.glob("sec-*.md"):
         shutil.copy(path, posts / path.name)
+    shutil.copy(HOSTILE / "sec-billion-laughs.md", root / "notes" / "sec-bomb-page.md")  # not a post
     config = (REPO / "mkdocs.yml").read_text(encoding="utf-8")  # the shipped configuration, own nav
     config = config[: config.index("\nnav:")] + "\nnav:\n  - 最新笔记: index.md\n  - 标签: tags.md\n"
     (root / "mkdocs.yml").write_text(config, encoding="utf-8")
@@ -97,7 +98,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert not CONTROL.search(result.stderr), "the build log carries raw control characters"
+    (root / "build.log").write_text(result.stderr, encoding="utf-8")
     return root / "site"
+
+
+def test_yaml_bombs_leave_their_page_out_with_one_line_each(site):
+    log = (site.parent / "build.log").read_text(encoding="utf-8")
+    for page, line in (
+        ("sec-bomb-page.md", 9),
+        ("posts/sec-billion-laughs.md", 9),
+        ("posts/sec-alias-loop.md", 4),
+    ):
+        lines = [l for l in log.splitlines() if f"{page}:{line}: error: front matter: " in l]
+        assert len(lines) == 1 and lines[0].endswith("the site leaves this page out"), (page, log[-2000:])
+    assert not (site / "sec-bomb-page").exists()
+    assert (site / "vec-t-yu-option-t-mu-ban" / "index.html").exists()  # the others are published
 
 
 def test_every_html_page_shows_hostile_metadata_as_text(site):

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from kernelnotes import boundedyaml
 from kernelnotes.parse import FENCE_OPEN, make_excerpt, split_code
 from kernelnotes.safetext import plain_text, terminal_text
 from kernelnotes.textsearch import CJK
@@ -97,7 +98,7 @@ def read_front_matter(text: str) -> tuple[dict[str, Any] | None, str, str | None
         return None, "", "no front matter"
     front = match.group(1) or ""
     try:
-        meta = yaml.load(front, yaml.SafeLoader) or {}
+        meta = boundedyaml.load(front, yaml.SafeLoader) or {}
     except (yaml.YAMLError, ValueError) as exc:
         return None, front, " ".join(str(exc).split())
     if not isinstance(meta, dict):

@@ -60,7 +60,11 @@ class Context:
             raise click.UsageError(
                 f"notes folder not found: {settings.notes_dir} (use --notes DIR or --config FILE)"
             )
-        return index.update(settings.notes_dir, IncludeResolver(settings.root, settings.snippets_dir))
+        return index.update(
+            settings.notes_dir,
+            IncludeResolver(settings.root, settings.snippets_dir),
+            max_note_bytes=int(settings.max_note_mb * 1e6),
+        )
 
     def report(self, report: IndexReport, quiet: bool = False) -> None:
         for problem in report.problems:

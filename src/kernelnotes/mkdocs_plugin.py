@@ -32,7 +32,7 @@ from kernelnotes.results import Figure
 from kernelnotes.running import load_notes, make_pipeline
 from kernelnotes.runs import RunStore
 from kernelnotes.safetext import terminal_text
-from kernelnotes.settings import DEFAULT_DB, load_settings
+from kernelnotes.settings import DEFAULT_DB, DEFAULT_MAX_NOTE_MB, load_settings
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
 FIGURES_DIR = "assets/kernelnotes/figures"
@@ -50,6 +50,7 @@ class KernelNotesConfig(Config):
     timeout = c.Type(int, default=60)
     memory_limit_mb = c.Type(int, default=0)  # address-space limit of CPU workers (0: none)
     report_page = c.Type(str, default="execution.md")
+    max_note_mb = c.Type((int, float), default=DEFAULT_MAX_NOTE_MB)  # larger notes: head indexed, warned
     results_dir = c.Optional(c.Type(str))  # committed results (`kn results export`) merged at each build
 
 
@@ -81,7 +82,11 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             return
         root = Path(config.config_file_path).parent
         index = Index(root / self.config.db)
-        report = index.update(Path(config.docs_dir), IncludeResolver(root, root / self.config.snippets_dir))
+        report = index.update(
+            Path(config.docs_dir),
+            IncludeResolver(root, root / self.config.snippets_dir),
+            max_note_bytes=int(self.config.max_note_mb * 1e6),
+        )
         if self.config.results_dir and (root / self.config.results_dir).is_dir():
             # results recorded elsewhere (a GPU runner), shown with their device and date
             RunStore(index.db).import_(root / self.config.results_dir)
@@ -93,7 +98,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def _on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
         """Leave out posts material's blog would crash on; run every note's snippets up front
         (cached ones cost nothing) and add the execution report page."""
-        for message in blog.exclude_invalid_posts(files, config):
+        for message in site_metadata.exclude_yaml_bombs(files) + blog.exclude_invalid_posts(files, config):
             log.warning(message)  # --strict fails; serve goes on without the broken note
         if not self.config.enabled:
             return files

@@ -14,6 +14,7 @@ import yaml
 
 PLUGIN_NAME = "kernelnotes"
 DEFAULT_DB = ".kernelnotes/index.db"
+DEFAULT_MAX_NOTE_MB = 4.0  # a larger note is indexed by its head, with a warning
 
 
 class SettingsError(ValueError):
@@ -31,6 +32,7 @@ class Settings:
     device: str = "auto"
     jobs: int = 1
     timeout: float = 60.0
+    max_note_mb: float = DEFAULT_MAX_NOTE_MB
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -111,4 +113,5 @@ def load_settings(
         device=str(options.get("device", "auto")),
         jobs=int(options.get("jobs", 1)),
         timeout=float(options.get("timeout", 60)),
+        max_note_mb=float(options.get("max_note_mb", DEFAULT_MAX_NOTE_MB)),
     )

@@ -24,14 +24,53 @@ The fix is in one place, three steps of the kernelnotes plugin, for every page:
 from __future__ import annotations
 
 import html
+import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
+import yaml
 from markupsafe import Markup
 
-from kernelnotes.safetext import html_text, plain_text
+from kernelnotes import boundedyaml
+from kernelnotes.safetext import html_text, plain_text, terminal_text
 
 HTML_META_KEYS = ("title", "description", "subtitle")  # printed into HTML by material's templates
+_FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
+
+
+def exclude_yaml_bombs(files: Any) -> list[str]:
+    """Leave out pages whose front matter is a YAML bomb; one line each. Call first in `on_files`.
+
+    MkDocs, material's blog and the tags plugin load front matter with plain PyYAML: the load is
+    instant, but walking the result (tags, templates, the index's JSON) never ends.
+    """
+    messages = []
+    for file in list(files.documentation_pages()):
+        if not file.src_uri.endswith(".md") or not file.abs_src_path:
+            continue
+        try:
+            with open(file.abs_src_path, encoding="utf-8-sig", errors="replace") as handle:
+                match = _FRONT_MATTER.match(handle.read())
+        except OSError:
+            continue  # mkdocs reports an unreadable page itself
+        if not match or "*" not in (match.group(1) or ""):
+            continue  # no alias, nothing to expand
+        try:
+            boundedyaml.load(match.group(1), yaml.SafeLoader)
+        except boundedyaml.AliasBombError as exc:
+            line = exc.problem_mark.line + 2 if exc.problem_mark else 1  # + the opening ---
+            where = os.path.relpath(file.abs_src_path)
+            messages.append(
+                terminal_text(
+                    f"{where}:{line}: error: front matter: {exc.problem} (write the values out instead"
+                    " of YAML aliases); the site leaves this page out"
+                )
+            )
+            files.remove(file)
+        except yaml.YAMLError:
+            continue  # an ordinary YAML error: reported by whoever reads the page
+    return messages
 
 
 def _clean(value: Any, depth: int = 0) -> Any:

@@ -37,6 +37,40 @@ def query_terms(query: str) -> list[list[str]]:
     return [tokens for word in query.split() if (tokens := _TOKEN.findall(word))]
 
 
+def highlighter(query: str) -> re.Pattern[str] | None:
+    """A pattern for the query's terms as they appear in the original text (for fragments).
+
+    Like the FTS query: a CJK word matches its characters side by side, the tokens of one term may
+    be separated by punctuation or spaces; an English word matches case-insensitively as the start
+    of a word, without the last letters porter would strip (`sampling` finds `samples`).
+    """
+    patterns = []
+    for tokens in query_terms(query):
+        parts = []
+        for token in tokens:
+            if _CJK_RUN.fullmatch(token):
+                parts.append(re.escape(token))
+            else:
+                stem = token if len(token) <= 4 else token[: max(4, len(token) - 3)]
+                parts.append(rf"(?<![^\W_]){re.escape(stem)}[^\W_]*")
+        patterns.append(r"[\W_]*".join(parts))
+    return re.compile("|".join(patterns), re.IGNORECASE) if patterns else None
+
+
+def fragment(text: str, pattern: re.Pattern[str], width: int, mark: tuple[str, str]) -> str | None:
+    """About `width` characters of `text` around the first match, matches wrapped in `mark`.
+
+    None when nothing matches. Cost is one regex scan of `text`: callers bound its length.
+    """
+    found = pattern.search(text)
+    if found is None:
+        return None
+    start = max(0, found.start() - (width - (found.end() - found.start())) // 3)
+    end = min(len(text), start + width)
+    window = pattern.sub(lambda m: mark[0] + m.group() + mark[1], text[start:end])
+    return ("…" if start else "") + window + ("…" if end < len(text) else "")
+
+
 def fts_query(query: str) -> str:
     """An FTS5 MATCH expression for a plain-text query: every term must match, as a phrase.
 
