@@ -136,11 +136,12 @@ def timed(fn):  # type: ignore[no-untyped-def]
     return time.perf_counter() - start, value
 
 
-def search_latencies(index: Index, qs: list[str]) -> tuple[list[float], int]:
+def search_latencies(index: Index, qs: list[str], clock=time.perf_counter) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
     latencies, found = [], 0
     for q in qs:
-        seconds, hits = timed(lambda q=q: index.search(q, limit=10))
-        latencies.append(seconds)
+        start = clock()
+        hits = index.search(q, limit=10)
+        latencies.append(clock() - start)
         found += bool(hits)
     return sorted(latencies), found
 
@@ -191,6 +192,7 @@ def run(n_notes: int, n_queries: int, seed: int = 0, big_mb: float = 20) -> list
         big_qs = ["巨大 扩散", "巨大 采样 噪声", "扩散", "diffusion 巨大"] * max(1, n_queries // 8)
         big_qs += queries(rng, len(big_qs))
         big_search, _ = search_latencies(index, big_qs)
+        big_cpu, _ = search_latencies(index, big_qs, time.process_time)  # CPU time: robust to a busy machine
         assert index.search("巨大 扩散")[0].path == "big.md"
     return [
         (
@@ -214,7 +216,8 @@ def run(n_notes: int, n_queries: int, seed: int = 0, big_mb: float = 20) -> list
             f"search p95 with a {big_mb:g} MB note ({len(big_qs)} queries)",
             _p95(big_search),
             "≤ 50 ms",
-            f"p50 {statistics.median(big_search) * 1e3:.1f} ms; half the queries hit the huge note",
+            f"p50 {statistics.median(big_search) * 1e3:.1f} ms, CPU p95 {_p95(big_cpu) * 1e3:.1f} ms;"
+            " half the queries hit the huge note",
         ),
     ]
 
