@@ -170,10 +170,13 @@ def test_feeds_are_valid_and_carry_titles_once_escaped(site):
             meta = next((m for m in metas.values() if m.get("title") == item.findtext("title")), {})
             if "description" in meta:
                 assert "".join(description.text) == meta["description"]
+        categories = {c.text for i in items for c in i.findall("category")}
+        assert {"模板 & <特化>", "<b>粗</b>", "Python", "[31m红[0m"} <= categories
     feed = json.loads((site / "feed_json_created.json").read_text(encoding="utf-8"))
     assert {i["title"] for i in feed["items"]} == titles
     for item in feed["items"]:
         assert not parse_html(item["content_html"]).injected
+    assert {"模板 & <特化>", "<b>粗</b>"} <= {t for i in feed["items"] for t in i["tags"]}
 
 
 def test_search_index_titles_are_html_escaped_once(site):

@@ -143,7 +143,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     @event_priority(-70)  # just before the RSS plugin (-75) reads the title
     def on_page_content(self, html: str, *, page: Page, config: MkDocsConfig, files: Files) -> None:
-        site_metadata.plain_for_feeds(page)
+        site_metadata.for_feeds(page)
 
     @event_priority(200)  # before the tags plugin renders its listings (its on_env is at 100)
     def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> None:
@@ -170,7 +170,11 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     on_page_markdown = CombinedEvent(_clean_meta, _prepare_post, _inline_results)
 
-    def on_post_build(self, *, config: MkDocsConfig) -> None:
+    @event_priority(-100)  # after the RSS plugin wrote its feeds
+    def _fix_json_feeds(self, *, config: MkDocsConfig) -> None:
+        site_metadata.unescape_json_feed_tags(config)
+
+    def _post_build(self, *, config: MkDocsConfig) -> None:
         folder = Path(config.site_dir) / FIGURES_DIR
         if self.figures:
             folder.mkdir(parents=True, exist_ok=True)
@@ -183,6 +187,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if failed and (self.config.strict or config.strict):
             where = ", ".join(f"{o.note_path}:{o.snippet.start_line}" for o in failed[:10])
             raise PluginError(f"{len(failed)} snippet(s) failed: {where}")
+
+    on_post_build = CombinedEvent(_fix_json_feeds, _post_build)
 
     def on_serve(self, server: Any, *, config: MkDocsConfig, builder: Any) -> Any:
         """Rebuild when a snippet file or a kernel changes, not only when a note does."""

@@ -11,9 +11,9 @@ The fix is in one place, three steps of the kernelnotes plugin, for every page:
 1. `clean_meta` (`on_page_markdown`, before everyone): control characters out of the metadata,
    so feeds stay valid XML and no page carries ESC sequences; tags escaped for the tags plugin,
    which prints their names into tables of contents (HTML) as they are;
-2. `plain_for_feeds` (`on_page_content`, just before the RSS plugin reads pages at -75): titles and
-   tags are plain text, so the RSS plugin's autoescaping template escapes them exactly once and the
-   JSON feed gets text, not entities;
+2. `for_feeds` (`on_page_content`, just before the RSS plugin reads pages at -75): titles are plain
+   text, which the RSS template escapes (and the JSON feed carries as is); tags and categories,
+   which it prints raw, are escaped (and unescaped again in the JSON feed after the build);
 3. `escape_pages` (`on_env`, after every page was read and before any template renders): titles,
    `meta.title`, `meta.description` and `meta.subtitle` become `markupsafe.Markup` escaped once. A
    non-autoescaping template prints them as text; `|e` and autoescaping templates leave Markup as
@@ -24,6 +24,7 @@ The fix is in one place, three steps of the kernelnotes plugin, for every page:
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -87,7 +88,7 @@ def clean_meta(page: Any) -> None:
     """Drop control characters from every text value of the page's front matter (in place).
 
     Tags become escaped `Markup` here: the tags plugin reads them next and puts their names into
-    pages and tables of contents as they are (a table of contents holds HTML).
+    pages and tables of contents as they are (a table of contents holds HTML); they stay escaped.
     """
     meta = page.meta
     for key in list(meta):
@@ -96,18 +97,40 @@ def clean_meta(page: Any) -> None:
         meta["tags"] = [html_text(t) if isinstance(t, str) else t for t in meta["tags"]]
 
 
-def plain_for_feeds(page: Any) -> None:
-    """Title and tags as plain text for the RSS plugin, which escapes them itself.
+def for_feeds(page: Any) -> None:
+    """Title as plain text, tags and categories escaped, for the RSS plugin (which reads them next).
 
-    A title MkDocs took from the rendered H1 is HTML; tags were escaped for the tags plugin.
+    Its template escapes titles (`|e`) but prints categories raw (autoescape is off: the template's
+    name ends in .jinja2), so a tag `A & B` would make the feed invalid XML. A title MkDocs took
+    from the rendered H1 is HTML. `unescape_json_feed_tags` undoes the tags' escaping in JSON.
     """
-    if isinstance(page.meta.get("tags"), list):
-        page.meta["tags"] = [html.unescape(t) if isinstance(t, Markup) else t for t in page.meta["tags"]]
+    for key in ("tags", "categories"):
+        if isinstance(page.meta.get(key), list):
+            page.meta[key] = [html_text(t) if isinstance(t, str) else t for t in page.meta[key]]
     if isinstance(page.title, Markup) or "title" in page.meta:
         return
     rendered = getattr(page, "_title_from_render", None)
     if rendered and page.title == rendered:
         page.title = plain_text(html.unescape(rendered))
+
+
+def unescape_json_feed_tags(config: Any) -> None:
+    """JSON Feed tags are text: undo the escaping `for_feeds` gave the RSS template. Call after the
+    RSS plugin's `on_post_build`."""
+    rss = config.plugins.get("rss") if hasattr(config.plugins, "get") else None
+    if rss is None or not rss.config.get("json_feed_enabled"):
+        return
+    names = rss.config.feeds_filenames
+    for name in (names.json_created, names.json_updated):
+        path = os.path.join(config.site_dir, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as handle:
+            feed = json.load(handle)
+        for item in feed.get("items", []):
+            item["tags"] = [html.unescape(t) if isinstance(t, str) else t for t in item.get("tags") or []]
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(feed, handle, indent=4 if rss.config.get("pretty_print") else None)
 
 
 def escape_page(page: Any) -> None:
