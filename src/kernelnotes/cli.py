@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -141,7 +142,11 @@ def search(
                 f"[bold]{escape(hit.title)}[/]  [dim]{escape(hit.date or 'undated')}[/]  [cyan]{escape(labels)}[/]"
             )
             ctx.out.print(f"  [dim]{escape(hit.path)}[/]")
-            fragment = escape(hit.fragment).replace(MARK_OPEN, "[bold yellow]").replace(MARK_CLOSE, "[/]")
+            # escape the text between the highlight marks (themselves control characters), then style
+            fragment = "".join(
+                escape(part) if i % 2 == 0 else f"[bold yellow]{escape(part)}[/]"
+                for i, part in enumerate(re.split(f"{MARK_OPEN}(.*?){MARK_CLOSE}", hit.fragment))
+            )
             ctx.out.print(f"  {fragment}\n")
     if not hits:
         ctx.err.print(
