@@ -87,6 +87,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(HOSTILE / "sec-billion-laughs.md", root / "notes" / "sec-bomb-page.md")  # not a post
     config = (REPO / "mkdocs.yml").read_text(encoding="utf-8")  # the shipped configuration, own nav
     config = config[: config.index("\nnav:")] + "\nnav:\n  - 最新笔记: index.md\n  - 标签: tags.md\n"
+    # the size limit as the site applies it: 4 KB here, so that a 6 KB note stands for a huge one
+    config = config.replace("  - kernelnotes:\n", "  - kernelnotes:\n      max_note_mb: 0.004\n", 1)
+    (posts / "long.md").write_text(
+        "---\ntitle: 长笔记\ndate: 2025-03-07\ncategories: [工程实践]\n---\n\n" + "很长的一段。\n\n" * 300,
+        encoding="utf-8",
+    )
     (root / "mkdocs.yml").write_text(config, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "-f", str(root / "mkdocs.yml"), "-d", str(root / "site")],
@@ -100,6 +106,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert not CONTROL.search(result.stderr), "the build log carries raw control characters"
     (root / "build.log").write_text(result.stderr, encoding="utf-8")
     return root / "site"
+
+
+def test_a_note_over_max_note_mb_is_indexed_by_its_head_with_one_warning(site):
+    log = (site.parent / "build.log").read_text(encoding="utf-8")
+    lines = [l for l in log.splitlines() if "posts/long.md" in l]
+    assert len(lines) == 1 and "more than max_note_mb (0.004 MB): only its first" in lines[0], lines
+    page = next(site.glob("*-bi-ji/index.html")).read_text(encoding="utf-8")  # 长笔记, in pinyin
+    assert page.count("很长的一段。") == 300  # the page itself is published whole
 
 
 def test_yaml_bombs_leave_their_page_out_with_one_line_each(site):
@@ -159,7 +173,7 @@ def test_listings_and_tags_page_show_titles_as_text(site):
 
 def test_feeds_are_valid_and_carry_titles_once_escaped(site):
     metas = expected_meta()
-    titles = {m["title"] for m in metas.values()} | {"模板 & 特化"}  # the last from a note's H1
+    titles = {m["title"] for m in metas.values()} | {"模板 & 特化", "长笔记"}  # 模板 & 特化: from the H1
     for name in ("feed_rss_created.xml", "feed_rss_updated.xml"):
         items = ET.parse(site / name).getroot().findall("./channel/item")
         assert {i.findtext("title") for i in items} == titles
