@@ -138,8 +138,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     # Metadata is untrusted text: cleaned first, plain for the feeds, escaped once for HTML (see
     # kernelnotes.site_metadata for why these three points).
     @event_priority(60)
-    def _clean_meta(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> None:
+    def _clean_meta(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
         site_metadata.clean_meta(page)
+        return site_metadata.title_heading(page, markdown)
 
     @event_priority(-70)  # just before the RSS plugin (-75) reads the title
     def on_page_content(self, html: str, *, page: Page, config: MkDocsConfig, files: Files) -> None:

@@ -34,9 +34,14 @@ import yaml
 from markupsafe import Markup
 
 from kernelnotes import boundedyaml
+from kernelnotes.blog import _is_post
+from kernelnotes.parse import split_code
 from kernelnotes.safetext import html_text, plain_text, terminal_text
 
 HTML_META_KEYS = ("title", "description", "subtitle")  # printed into HTML by material's templates
+_MARKDOWN_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")  # ASCII punctuation, `<` and `&` included
+_ATX_H1 = re.compile(r"^ {0,3}#(?:[ \t]|$)", re.M)
+_SETEXT_H1 = re.compile(r"^ {0,3}\S.*\n {0,3}=+[ \t]*$", re.M)
 _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
 
 
@@ -95,6 +100,31 @@ def clean_meta(page: Any) -> None:
         meta[key] = _clean(meta[key])
     if isinstance(meta.get("tags"), list):
         meta["tags"] = [html_text(t) if isinstance(t, str) else t for t in meta["tags"]]
+
+
+def markdown_text(value: Any) -> str:
+    """Text that Markdown renders as itself: every ASCII punctuation character as a numeric entity.
+
+    Entities, not backslashes: with arithmatex `\\(` starts a formula, and extensions differ in
+    what they unescape; an entity is text to all of them.
+    """
+    return _MARKDOWN_PUNCTUATION.sub(lambda m: f"&#{ord(m.group())};", plain_text(value))
+
+
+def title_heading(page: Any, markdown: str) -> str:
+    """A post whose title is only in its front matter gets it as an H1 written as Markdown text.
+
+    Otherwise material's blog writes `# {title}` into the excerpt's Markdown as it is, and Markdown
+    in a title becomes HTML on the home page: a `javascript:` link, or attributes such as
+    `{: onclick=... }` through attr_list. Call from `on_page_markdown` before the blog (-50).
+    """
+    title = page.meta.get("title")
+    if not title or not _is_post(page):
+        return markdown
+    prose = split_code(markdown)[0]
+    if _ATX_H1.search(prose) or _SETEXT_H1.search(prose):
+        return markdown
+    return f"# {markdown_text(title)}\n\n{markdown}"
 
 
 def for_feeds(page: Any) -> None:
