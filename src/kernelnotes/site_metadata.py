@@ -10,7 +10,9 @@ The fix is in one place, three steps of the kernelnotes plugin, for every page:
 
 1. `clean_meta` (`on_page_markdown`, before everyone): control characters out of the metadata,
    so feeds stay valid XML and no page carries ESC sequences; tags escaped for the tags plugin,
-   which prints their names into tables of contents (HTML) as they are;
+   which prints their names into tables of contents (HTML) as they are; and `title_heading`: a
+   post titled only in front matter gets an H1 of Markdown-inert text, which the blog's excerpt
+   then uses instead of pasting the raw title into Markdown;
 2. `for_feeds` (`on_page_content`, just before the RSS plugin reads pages at -75): titles are plain
    text, which the RSS template escapes (and the JSON feed carries as is); tags and categories,
    which it prints raw, are escaped (and unescaped again in the JSON feed after the build);
@@ -19,6 +21,8 @@ The fix is in one place, three steps of the kernelnotes plugin, for every page:
    non-autoescaping template prints them as text; `|e` and autoescaping templates leave Markup as
    it is, so nothing is escaped twice. Jinja's `striptags` filter unescapes what it strips, so it
    is replaced by one that returns escaped text.
+
+Also here, because it is about front matter the site reads with plain PyYAML: `exclude_yaml_bombs`.
 """
 
 from __future__ import annotations
