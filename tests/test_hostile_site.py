@@ -173,6 +173,10 @@ def test_listings_and_tags_page_show_titles_as_text(site):
         text = " ".join("".join(parse_html((site / listing).read_text(encoding="utf-8")).text).split())
         for name in ("sec-generic-title.md", "sec-script-title.md", "sec-markdown-title.md"):
             assert metas[name]["title"] in text, (listing, name)
+    # prev/next: the note of 2025-03-01 links to the next one, titled <script>alert(1)</script>
+    neighbour = (site / "vec-t-yu-option-t-mu-ban" / "index.html").read_text(encoding="utf-8")
+    footer = neighbour[neighbour.index('class="md-footer__link md-footer__link--next"') :]
+    assert "<script>alert(1)</script>" in " ".join("".join(parse_html(footer).text).split())
     tags_page = "".join(parse_html((site / "tags/index.html").read_text(encoding="utf-8")).text)
     assert "<b>粗</b>" in tags_page  # a tag is a name, shown as written
 
