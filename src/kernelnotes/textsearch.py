@@ -5,9 +5,9 @@ in `连续扩散模型`; the trigram tokenizer cannot match one- or two-characte
 every CJK character as its own token, by putting an invisible separator (U+200B, which unicode61
 treats as a separator) around it, and search a CJK word as a phrase of its characters: `扩散` becomes
 the phrase "扩 散", which matches exactly where the two characters stand side by side. English words
-are left to unicode61 (with the porter stemmer), so `online softmax` works as usual. The separator
-is removed again from fragments, so the text a reader sees is the original. Because the stored text
-is plain, the database opens as it is in sqlite-utils and datasette.
+are left to unicode61 (with the porter stemmer), so `online softmax` works as usual. Fragments are
+cut from the original text (`highlighter`, `fragment`), never from the separated one. Because the
+stored text is plain, the database opens as it is in sqlite-utils and datasette.
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ def index_text(text: str) -> str:
     """Text as stored in the FTS table: each CJK character stands alone as a token."""
     # one substitution per run of CJK characters (not per character): 3x faster on Chinese text
     return _CJK_RUN.sub(lambda m: SEP + SEP.join(m.group()) + SEP, text)
-
-
-def display_text(text: str) -> str:
-    """Undo `index_text` (for fragments FTS5 returns)."""
-    return text.replace(SEP, "")
 
 
 def query_terms(query: str) -> list[list[str]]:
