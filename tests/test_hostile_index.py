@@ -130,3 +130,16 @@ def test_search_over_a_dense_note_returns_a_bounded_fragment(corpus, tmp_path):
     assert len(dense["fragment"]) <= 200  # a window, not the note
     assert hits["posts/good-1.md"]["fragment"] == "正文：连续扩散模型与采样 1。"
     assert MARK_OPEN not in dense["fragment"] and MARK_CLOSE not in dense["fragment"]
+
+
+def test_fragment_window_highlights_words_as_fts_matches_them():
+    from kernelnotes.textsearch import fragment, highlighter
+
+    marks = ("[", "]")
+    text = "前言。" * 100 + "我们用 Sampling 得到样本，再做扩散：扩 散不算。" + "后记。" * 100
+    cut = fragment(text, highlighter("扩散 samples"), 60, marks)
+    assert cut is not None and cut.startswith("…") and cut.endswith("…")
+    assert "[Sampling]" in cut and "[扩散]" in cut and "[扩 散]" in cut  # stem, case, punctuation between
+    assert len(cut) <= 60 + 2 + 4 * 2  # the window, two ellipses and the marks
+    assert fragment("没有匹配", highlighter("扩散"), 60, marks) is None
+    assert highlighter("* ( -") is None  # nothing searchable: no pattern
