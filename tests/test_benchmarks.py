@@ -13,12 +13,13 @@ def test_index_search_benchmark_quick_mode(capsys):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rows = module.main(["--notes", "60", "--queries", "20"])
+    rows = module.main(["--notes", "60", "--queries", "20", "--big-mb", "5"])
     names = [r[0] for r in rows]
     assert names[0].startswith("full index of 60 notes") and all(r[1] > 0 for r in rows)
     found = int(rows[3][3].split("/")[0])
     assert found >= 15  # topic queries find notes (a few of the 24 topics may have no note among 60)
     assert "KernelNotes index and search" in capsys.readouterr().out
+    assert rows[-1][0] == "search p95 with a 5 MB note (16 queries)" and rows[-1][2] == "≤ 50 ms"
 
 
 def test_pipeline_benchmark_quick_mode():

@@ -120,7 +120,9 @@ class App:
 
     def update_index(self) -> IndexReport:
         """Bring the index up to date with notes/ (incremental) and merge recorded results."""
-        report = self.index.update(self.settings.notes_dir, self.resolver)
+        report = self.index.update(
+            self.settings.notes_dir, self.resolver, max_note_bytes=int(self.settings.max_note_mb * 1e6)
+        )
         results = self.settings.results_dir
         if results is not None and results.is_dir():
             # one problem line per malformed results file; the others are imported

@@ -17,6 +17,7 @@ plus three thin helpers that the kernelnotes mkdocs plugin calls with mkdocs' ow
 from __future__ import annotations
 
 import datetime as dt
+import html
 import math
 import os
 import re
@@ -25,7 +26,9 @@ from typing import Any
 
 import yaml
 
+from kernelnotes import boundedyaml
 from kernelnotes.parse import FENCE_OPEN, make_excerpt, split_code
+from kernelnotes.safetext import plain_text, terminal_text
 from kernelnotes.textsearch import CJK
 
 EXCERPT_SEPARATOR = "<!-- more -->"
@@ -95,7 +98,7 @@ def read_front_matter(text: str) -> tuple[dict[str, Any] | None, str, str | None
         return None, "", "no front matter"
     front = match.group(1) or ""
     try:
-        meta = yaml.load(front, yaml.SafeLoader) or {}
+        meta = boundedyaml.load(front, yaml.SafeLoader) or {}
     except (yaml.YAMLError, ValueError) as exc:
         return None, front, " ".join(str(exc).split())
     if not isinstance(meta, dict):
@@ -210,7 +213,7 @@ def _line(
                 line = number
                 break
     where = f"{path}:{line}" if line else path
-    return f"{where}: {severity}: {what} ({hint}); {outcome}"
+    return terminal_text(f"{where}: {severity}: {what} ({hint}); {outcome}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,19 +223,25 @@ def _line(
 def feed_description(markdown: str, description: str | None = None, limit: int = 300) -> str:
     """Plain text for a feed item: the front-matter description, else the note's excerpt.
 
+    HTML tags are removed from the excerpt (Markdown may hold HTML), never from the description,
+    which is text; control characters are dropped (XML cannot carry them).
+
     No H1, no code, no `$...$` / `$$...$$` (a feed reader shows them raw): inline math keeps its
     TeX source without the dollars, display math is dropped, Markdown marks are removed.
     """
-    text = description if description else make_excerpt(_strip_front_matter(markdown), limit)
-    text = _HTML_COMMENT.sub(" ", text)
+    if description:
+        text = str(description)  # plain text already: a `<` in it is a character, not a tag
+    else:
+        # tags go, but not inside inline code (`Vec<T>`): split keeps code spans at odd positions
+        parts = _INLINE_CODE.split(_HTML_COMMENT.sub(" ", make_excerpt(_strip_front_matter(markdown), limit)))
+        text = "".join(p if i % 2 else _HTML_TAG.sub(" ", p) for i, p in enumerate(parts))
     text = _DISPLAY_MATH.sub(" ", text)
     text = _INLINE_MATH.sub(lambda m: (m.group(1) or m.group(2) or "").strip(), text)
     text = _LINK.sub(r"\1", text)
     text = _INLINE_CODE.sub(r"\1", text)
-    text = _HTML_TAG.sub(" ", text)
     text = re.sub(r"(\*\*|__|\*|~~|==)(\S.*?\S|\S)\1", r"\2", text)
     text = re.sub(r"^\s{0,3}(#+|>|[-*+]|\d+\.)\s+", "", text, flags=re.M)
-    return " ".join(text.split())
+    return plain_text(" ".join(text.split()))
 
 
 def ensure_excerpt_separator(markdown: str, limit: int = 300) -> str:
@@ -335,7 +344,9 @@ def exclude_invalid_posts(files: Any, config: Any, known_categories: Iterable[st
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
             problems = [
-                f"{os.path.relpath(file.abs_src_path)}: error: cannot read ({exc}); the site leaves this note out"
+                terminal_text(
+                    f"{os.path.relpath(file.abs_src_path)}: error: cannot read ({exc}); the site leaves this note out"
+                )
             ]
         else:
             meta, front, error = read_front_matter(text)
@@ -438,5 +449,7 @@ def prepare_post(page: Any, markdown: str) -> str:
     rss_meta = meta.get("rss")
     rss: dict[str, Any] = rss_meta if isinstance(rss_meta, dict) else {}
     if not rss.get("feed_description"):
-        meta["rss"] = {**rss, "feed_description": feed_description(markdown, meta.get("description"))}
+        # feeds carry the description as HTML (RSS <description>, JSON Feed content_html): escape the text
+        text = feed_description(markdown, meta.get("description"))
+        meta["rss"] = {**rss, "feed_description": html.escape(text, quote=False)}
     return ensure_excerpt_separator(markdown)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sqlite3
 import sys
 from dataclasses import asdict
@@ -15,7 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as markup_escape
 from rich.table import Table
 
 from kernelnotes.app import App
@@ -29,6 +30,7 @@ from kernelnotes.index import (
     is_corruption,
     recover,
 )
+from kernelnotes.safetext import terminal_json, terminal_text
 from kernelnotes.settings import Settings, SettingsError
 from kernelnotes.slug import slugify
 
@@ -88,7 +90,9 @@ class Context:
             raise click.UsageError(
                 f"notes folder not found: {settings.notes_dir} (use --notes DIR or --config FILE)"
             )
-        return index.update(settings.notes_dir, self.app.resolver)
+        return index.update(
+            settings.notes_dir, self.app.resolver, max_note_bytes=int(settings.max_note_mb * 1e6)
+        )
 
     def report(self, report: IndexReport, quiet: bool = False) -> None:
         for problem in report.problems:
@@ -103,6 +107,11 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def escape(value: object) -> str:
+    """Untrusted text (titles, paths, messages) for Rich: no markup, no terminal control sequences."""
+    return markup_escape(terminal_text(value))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,7 +141,7 @@ def index_cmd(ctx: Context) -> None:
     ctx.report(ctx.update(index))
     counts = index.counts()
     ctx.err.print(
-        f"{ctx.settings.db_path}: {counts['notes']} notes, {counts['tags']} tags, {counts['snippets']} snippets"
+        f"{escape(ctx.settings.db_path)}: {counts['notes']} notes, {counts['tags']} tags, {counts['snippets']} snippets"
     )
 
 
@@ -152,21 +161,27 @@ def search(
     text = " ".join(query)
     hits = ctx.index().search(text, tag=tag, category=category, limit=limit)
     if as_json:
-        click.echo(json.dumps([_hit_json(h) for h in hits], ensure_ascii=False, indent=2))
+        click.echo(terminal_json([_hit_json(h) for h in hits]))
     else:
         for hit in hits:
             labels = " ".join(f"#{t}" for t in hit.tags)
             ctx.out.print(
-                f"[bold]{escape(hit.title)}[/]  [dim]{hit.date or 'undated'}[/]  [cyan]{escape(labels)}[/]"
+                f"[bold]{escape(hit.title)}[/]  [dim]{escape(hit.date or 'undated')}[/]  [cyan]{escape(labels)}[/]"
             )
             ctx.out.print(f"  [dim]{escape(hit.path)}[/]")
-            fragment = escape(hit.fragment).replace(MARK_OPEN, "[bold yellow]").replace(MARK_CLOSE, "[/]")
+            # escape the text between the highlight marks (themselves control characters), then style
+            fragment = "".join(
+                escape(part) if i % 2 == 0 else f"[bold yellow]{escape(part)}[/]"
+                for i, part in enumerate(re.split(f"{MARK_OPEN}(.*?){MARK_CLOSE}", hit.fragment))
+            )
             ctx.out.print(f"  {fragment}\n")
     if not hits:
         ctx.err.print(
-            f"no notes match {text!r}"
-            + (f" with tag {tag!r}" if tag else "")
-            + (f" in category {category!r}" if category else "")
+            escape(
+                f"no notes match {text!r}"
+                + (f" with tag {tag!r}" if tag else "")
+                + (f" in category {category!r}" if category else "")
+            )
         )
         sys.exit(NOTHING_FOUND)
 
@@ -186,7 +201,7 @@ def tags(ctx: Context, as_json: bool) -> None:
     """List every tag with the number of notes that carry it."""
     rows = ctx.index().tags()
     if as_json:
-        click.echo(json.dumps([{"tag": t, "notes": n} for t, n in rows], ensure_ascii=False, indent=2))
+        click.echo(terminal_json([{"tag": t, "notes": n} for t, n in rows]))
     else:
         table = Table("tag", "notes")
         for name, count in rows:
@@ -208,11 +223,11 @@ def show(ctx: Context, key: str, as_json: bool) -> None:
         key = path.resolve().relative_to(ctx.settings.notes_dir).as_posix()
     note = index.note(key)
     if note is None:
-        ctx.err.print(f"no note with slug or path {key!r} (see `kn search` or `kn tags`)")
+        ctx.err.print(escape(f"no note with slug or path {key!r} (see `kn search` or `kn tags`)"))
         sys.exit(NOTHING_FOUND)
     note.pop("body")
     if as_json:
-        click.echo(json.dumps(note, ensure_ascii=False, indent=2))
+        click.echo(terminal_json(note))
         return
     ctx.out.print(f"[bold]{escape(note['title'])}[/]")
     for field in ("path", "slug", "date", "updated", "categories", "tags", "authors", "description", "draft"):
@@ -229,7 +244,7 @@ def show(ctx: Context, key: str, as_json: bool) -> None:
         table.add_row(
             str(s["idx"]),
             f"{s['start_line']}-{s['end_line']}",
-            s["language"] or "-",
+            escape(s["language"] or "-"),
             escape(attrs),
             escape(", ".join(s["includes"])),
         )
@@ -252,12 +267,12 @@ def new(
         raise click.UsageError("cannot make a slug from the title; pass --slug")
     target = ctx.settings.notes_dir / subdir / f"{slug}.md"
     if target.exists():
-        ctx.err.print(f"{target} already exists; pick another --slug")
+        ctx.err.print(f"{escape(target)} already exists; pick another --slug")
         sys.exit(USAGE)
     tag_list = [t.strip() for t in tags.split(",") if t.strip()]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_skeleton(title, slug, tag_list, list(categories)), encoding="utf-8")
-    click.echo(str(target))
+    click.echo(terminal_text(target))
 
 
 def render_skeleton(
@@ -418,7 +433,7 @@ def results_export(ctx: Context, folder: Path) -> None:
     from kernelnotes.runs import RunStore
 
     count = RunStore(ctx.index().db).export(folder)
-    ctx.err.print(f"exported {count} results to {folder}")
+    ctx.err.print(f"exported {count} results to {escape(folder)}")
 
 
 @results_group.command("import")
@@ -431,7 +446,7 @@ def results_import(ctx: Context, folder: Path) -> None:
     report = RunStore(ctx.index().db).import_(folder)
     for problem in report.problems:
         ctx.err.print(f"[red]{escape(str(problem))}[/]")
-    ctx.err.print(f"imported {report.imported} results from {folder}")
+    ctx.err.print(f"imported {report.imported} results from {escape(folder)}")
 
 
 @cli.command("plugins")
@@ -488,7 +503,7 @@ def main() -> None:
             _OPENED.clear()
             build_cli()(prog_name="kn")
     except SettingsError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {terminal_text(exc)}", err=True)
         sys.exit(USAGE)
     except IndexBusy as exc:
         click.echo(str(exc), err=True)

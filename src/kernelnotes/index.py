@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,13 +25,17 @@ import sqlite_utils
 from kernelnotes.note import Note
 from kernelnotes.parse import IncludeResolver, drop_h1, parse_file, sha256
 from kernelnotes.problems import Problem
-from kernelnotes.textsearch import display_text, fts_query, index_text
+from kernelnotes.settings import DEFAULT_MAX_NOTE_MB
+from kernelnotes.textsearch import fragment, fts_query, highlighter, index_text
 
 NOTE_SUFFIXES = (".md", ".ipynb")
 # bm25 column weights for (title, tags, excerpt, body): a title or tag match outranks the body.
 WEIGHTS = (10.0, 6.0, 2.0, 1.0)
 MARK_OPEN, MARK_CLOSE = "\x02", "\x03"  # highlight markers in fragments; front ends style them
-_BATCH = 500  # SQLite's default limit on host parameters is large, but keep IN lists modest
+_BATCH = 500
+DEFAULT_MAX_NOTE_BYTES = int(DEFAULT_MAX_NOTE_MB * 1e6)
+FRAGMENT_CHARS = 120  # a search fragment: about FTS5 snippet()'s 24 tokens of Chinese and English
+FRAGMENT_SCAN_CHARS = 100_000  # how far into a hit's body a fragment is looked for (bounds search time)  # SQLite's default limit on host parameters is large, but keep IN lists modest
 
 
 @dataclass
@@ -430,17 +435,20 @@ class Index:
 
     # ---- indexing -------------------------------------------------------------------------------
 
-    def update(self, notes_dir: Path, resolver: IncludeResolver) -> IndexReport:
+    def update(
+        self, notes_dir: Path, resolver: IncludeResolver, *, max_note_bytes: int = DEFAULT_MAX_NOTE_BYTES
+    ) -> IndexReport:
         """Bring the index in line with the files under `notes_dir` and return what changed.
 
+        A note larger than `max_note_bytes` is indexed by its head (whole lines), with a warning.
         One write transaction from the first read to the commit: a concurrent update (another `kn
         index`, a `kn search` building the index, `mkdocs serve`) waits, then finds the work done;
         `kill -9` midway leaves the previous state (SQLite rolls the transaction back).
         """
         with writing(self.db):
-            return self._update(notes_dir, resolver)
+            return self._update(notes_dir, resolver, max_note_bytes)
 
-    def _update(self, notes_dir: Path, resolver: IncludeResolver) -> IndexReport:
+    def _update(self, notes_dir: Path, resolver: IncludeResolver, max_note_bytes: int) -> IndexReport:
         report = IndexReport()
         existing = {
             r["path"]: r for r in self.db.query("select id, path, size, mtime_ns, sha, includes from notes")
@@ -483,6 +491,18 @@ class Index:
         problems: list[Problem] = []
         self._notes_dir = notes_dir
         for rel, path, st, data, sha in changed:
+            if len(data) > max_note_bytes:
+                data = _head(data, max_note_bytes)
+                problems.append(
+                    Problem(
+                        rel,
+                        0,
+                        f"note is {st.st_size / 1e6:.1f} MB, more than max_note_mb"
+                        f" ({max_note_bytes / 1e6:g} MB): only its first {len(data) / 1e6:.1f} MB are indexed",
+                        "split the note, or raise max_note_mb in the kernelnotes section of mkdocs.yml",
+                        "warning",
+                    )
+                )
             result = parse_file(path, rel, resolver, data)
             problems.extend(result.problems)
             report.parsed += 1
@@ -670,23 +690,24 @@ class Index:
                 " categories.id = category_id where categories.name = :category collate nocase)"
             )
             params["category"] = category
-        # Rank inside the FTS table first and join the (large) note rows only for the top hits:
-        # joining before the sort reads every matching note's body and doubles the query time.
+        # Rank inside the FTS table; no snippet(): over a note of millions of one-character tokens
+        # it takes minutes. Fragments are cut from a bounded window of each hit's text instead.
         sql = f"""
             with top as (
-                select rowid as id, rank as score,
-                       snippet(notes_search_fts, -1, '{MARK_OPEN}', '{MARK_CLOSE}', '…', 24) as fragment
+                select rowid as id, rank as score
                 from notes_search_fts
                 where {" and ".join(where)}
                 order by rank
                 limit :limit
             )
-            select notes.id, notes.path, notes.title, notes.slug, notes.date, top.fragment, top.score
+            select notes.id, notes.path, notes.title, notes.slug, notes.date, top.score,
+                   substr(notes.excerpt, 1, {FRAGMENT_SCAN_CHARS}) as excerpt
             from top join notes on notes.id = top.id
             order by top.score, notes.date desc
         """
         rows = list(self.db.query(sql, params))
         labels = self._labels([r["id"] for r in rows])
+        pattern = highlighter(query)
         return [
             SearchHit(
                 id=r["id"],
@@ -696,11 +717,29 @@ class Index:
                 date=r["date"],
                 tags=labels[r["id"]]["tags"],
                 categories=labels[r["id"]]["categories"],
-                fragment=" ".join(display_text(r["fragment"]).split()),
+                fragment=" ".join(self._fragment(r, pattern).split()),
                 score=r["score"],
             )
             for r in rows
         ]
+
+    def _fragment(self, row: dict[str, Any], pattern: re.Pattern[str] | None) -> str:
+        """The first match in the excerpt, else in the body's first FRAGMENT_SCAN_CHARS, else the title;
+        the excerpt's start when the match was a tag or a stemmed form. Bounded whatever the note's size."""
+        mark = (MARK_OPEN, MARK_CLOSE)
+        texts = [lambda: row["excerpt"] or "", lambda: self._body_head(row["id"]), lambda: row["title"] or ""]
+        for text in texts if pattern else ():
+            found = fragment(text(), pattern, FRAGMENT_CHARS, mark)  # type: ignore[arg-type]
+            if found is not None:
+                return found
+        excerpt = row["excerpt"] or ""
+        return excerpt[:FRAGMENT_CHARS] + ("…" if len(excerpt) > FRAGMENT_CHARS else "")
+
+    def _body_head(self, note_id: int) -> str:
+        row = self.db.execute(
+            f"select substr(body, 1, {FRAGMENT_SCAN_CHARS}) from notes where id = ?", [note_id]
+        ).fetchone()
+        return drop_h1(row[0] or "") if row else ""
 
     def _labels(self, ids: list[int]) -> dict[int, dict[str, list[str]]]:
         labels: dict[int, dict[str, list[str]]] = {i: {"tags": [], "categories": []} for i in ids}
@@ -758,6 +797,16 @@ class Index:
 
     def counts(self) -> dict[str, int]:
         return {t: self.db.table(t).count for t in ("notes", "tags", "categories", "snippets", "problems")}
+
+
+def _head(data: bytes, limit: int) -> bytes:
+    """The first whole lines of `data` within `limit` bytes; never a split UTF-8 character."""
+    cut = data.rfind(b"\n", 0, limit) + 1
+    if cut <= 0:  # one enormous line: cut before a UTF-8 continuation byte
+        cut = limit
+        while cut > 0 and data[cut] & 0xC0 == 0x80:
+            cut -= 1
+    return data[:cut]
 
 
 def walk_notes(notes_dir: Path) -> Iterator[tuple[Path, str]]:

@@ -27,12 +27,13 @@ from mkdocs.plugins import BasePlugin, CombinedEvent, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
-from kernelnotes import blog
+from kernelnotes import blog, site_metadata
 from kernelnotes.app import App
 from kernelnotes.fence import ResultsView
 from kernelnotes.pipeline import Outcome, Pipeline
 from kernelnotes.report import report_markdown
 from kernelnotes.results import Figure
+from kernelnotes.safetext import terminal_text
 from kernelnotes.settings import DEVICE_CHOICES, SECTION, SettingsError
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
@@ -65,6 +66,7 @@ class KernelNotesConfig(Config):
     report_page = _option("report_page")
     results_dir = _option("results_dir")
     categories = _option("categories")
+    max_note_mb = _option("max_note_mb")
 
 
 class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
@@ -121,7 +123,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def _on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
         """Leave out posts material's blog would crash on; run every note's snippets up front
         (cached ones cost nothing), hand the outcomes to the fence, add the execution report page."""
-        for message in blog.exclude_invalid_posts(files, config, self.config.categories):
+        for message in site_metadata.exclude_yaml_bombs(files) + blog.exclude_invalid_posts(
+            files, config, self.config.categories
+        ):
             log.warning(message)  # --strict fails; serve goes on without the broken note
         if not self.config.enabled or self.app is None:
             return files
@@ -137,7 +141,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             self.outcomes.setdefault(outcome.note_path, []).append(outcome)
             if outcome.failed:
                 log.warning(
-                    f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {outcome.failure_line()}"
+                    terminal_text(
+                        f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {outcome.failure_line()}"
+                    )
                 )
         ResultsView.activate(ResultsView(self.app, outcomes, self._figure_link))
         if self.config.report_page and not files.get_file_from_path(self.config.report_page):
@@ -163,10 +169,25 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     on_files = CombinedEvent(_on_files, _hide_notebooks, _show_notebooks)
 
+    # Metadata is untrusted text: cleaned first, plain for the feeds, escaped once for HTML (see
+    # kernelnotes.site_metadata for why these three points).
+    @event_priority(60)
+    def _clean_meta(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+        site_metadata.clean_meta(page)
+        return site_metadata.title_heading(page, markdown)
+
+    @event_priority(-70)  # just before the RSS plugin (-75) reads the title
+    def on_page_content(self, html: str, *, page: Page, config: MkDocsConfig, files: Files) -> None:
+        site_metadata.for_feeds(page)
+
+    @event_priority(200)  # before the tags plugin renders its listings (its on_env is at 100)
+    def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> None:
+        site_metadata.install(env, files)
+
     # Before every other plugin (the RSS plugin reads `date` in its own on_page_markdown, the blog
     # reads the reading time at -50): reading time, feed dates and description, excerpt separator.
     @event_priority(50)
-    def on_page_markdown(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+    def _prepare_post(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
         return blog.prepare_post(page, markdown)
 
     def _figure_link(self, figure: Figure) -> str:
@@ -176,7 +197,13 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.figures[name] = data
         return self._figure_base + name
 
-    def on_post_build(self, *, config: MkDocsConfig) -> None:
+    on_page_markdown = CombinedEvent(_clean_meta, _prepare_post)
+
+    @event_priority(-100)  # after the RSS plugin wrote its feeds
+    def _fix_json_feeds(self, *, config: MkDocsConfig) -> None:
+        site_metadata.unescape_json_feed_tags(config)
+
+    def _post_build(self, *, config: MkDocsConfig) -> None:
         folder = Path(config.site_dir) / FIGURES_DIR
         if self.figures:
             folder.mkdir(parents=True, exist_ok=True)
@@ -190,6 +217,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if failed and (self.config.strict or config.strict):
             where = ", ".join(f"{o.note_path}:{o.snippet.start_line}" for o in failed[:10])
             raise PluginError(f"{len(failed)} snippet(s) failed: {where}")
+
+    on_post_build = CombinedEvent(_fix_json_feeds, _post_build)
 
     def on_serve(self, server: Any, *, config: MkDocsConfig, builder: Any) -> Any:
         """Rebuild when a snippet file or a kernel changes, not only when a note does."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from kernelnotes import boundedyaml
 from kernelnotes.note import AttrValue, Include, Note, Snippet
 from kernelnotes.problems import Problem
 from kernelnotes.slug import site_slug, slugify
@@ -183,12 +184,17 @@ def _split_front_matter(text: str, relpath: str, problems: list[Problem]) -> tup
     raw = "\n".join(lines[1:end])
     body = "\n".join(lines[end + 1 :])
     try:
-        meta = yaml.load(raw, Loader=_Loader) or {}
+        meta = boundedyaml.load(raw, _Loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
         reason = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-        problems.append(Problem(relpath, line, f"invalid YAML front matter: {reason}", "fix the YAML syntax"))
+        hint = (
+            "write the values out instead of YAML aliases"
+            if isinstance(exc, boundedyaml.AliasBombError)
+            else "fix the YAML syntax"
+        )
+        problems.append(Problem(relpath, line, f"invalid YAML front matter: {reason}", hint))
         return {}, body, end + 2
     if not isinstance(meta, dict):
         problems.append(Problem(relpath, 2, "front matter is not a mapping", "write 'key: value' lines"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kernelnotes.safetext import terminal_text
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -16,4 +18,5 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}: {self.severity}: {self.message}{hint}"
+        # file names and messages quote the note: printed to terminals, so never raw control characters
+        return terminal_text(f"{where}: {self.severity}: {self.message}{hint}")

@@ -14,6 +14,7 @@ import yaml
 
 PLUGIN_NAME = "kernelnotes"
 DEFAULT_DB = ".kernelnotes/index.db"
+DEFAULT_MAX_NOTE_MB = 4.0  # a larger note is indexed by its head, with a warning
 
 
 class SettingsError(ValueError):
@@ -37,6 +38,7 @@ SECTION: dict[str, tuple[type, Any]] = {
     "report_page": (str, "execution.md"),
     "results_dir": (str, None),  # recorded results (kn results export) merged into every build
     "categories": (list, None),  # known post categories: others are reported, not dropped
+    "max_note_mb": (float, DEFAULT_MAX_NOTE_MB),  # a larger note is indexed by its head, with a warning
 }
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -58,6 +60,7 @@ class Settings:
     enabled: bool = SECTION["enabled"][1]
     report_page: str = SECTION["report_page"][1]
     results_dir: Path | None = None
+    max_note_mb: float = DEFAULT_MAX_NOTE_MB  # a larger note is indexed by its head, with a warning
     config_path: Path | None = None  # the mkdocs.yml read, if any
     language: str = "en"  # the site's language (theme.language): page text KernelNotes writes
 
@@ -186,4 +189,5 @@ def load_settings(
         results_dir=(root / str(results_dir)).resolve() if results_dir else None,
         config_path=config,
         language=language,
+        max_note_mb=get("max_note_mb"),
     )
