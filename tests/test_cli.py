@@ -117,7 +117,7 @@ def test_tags_command(kn):
 
 def test_show_by_slug_and_path(kn):
     kn("index")
-    r = kn("show", "kuo-san-sde", "--json")
+    r = kn("show", "扩散-sde", "--json")  # the site's slug of a title without `slug:`
     data = json.loads(r.stdout)
     assert data["title"] == "扩散 SDE" and data["snippets"][0]["attrs"] == {"exec": "on", "session": "a"}
     assert "body" not in data
