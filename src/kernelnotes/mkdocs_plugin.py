@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,8 @@ from kernelnotes.settings import DEFAULT_DB, load_settings
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
 FIGURES_DIR = "assets/kernelnotes/figures"
+DOWNLOADS_DIR = "assets/kernelnotes/downloads"  # each note as a notebook and a script (kn export)
+DOWNLOADS = (("ipynb", "下载 Notebook", "notebook-outline"), ("py", "下载 Python 脚本", "language-python"))
 
 
 class KernelNotesConfig(Config):
@@ -59,6 +62,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.serving = False
         self._hidden_notebooks: list[Any] = []
         self.figures: dict[str, bytes] = {}  # published file name -> content, written after the build
+        self.downloads: set[str] = set()  # notes (src_uri) whose pages link to their exports
         self._figure_base = f"/{FIGURES_DIR}/"
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
@@ -67,6 +71,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig | None:
         self.outcomes = {}  # fresh state for every build, including serve rebuilds
         self.figures = {}
+        self.downloads = set()
         if "pymdownx.superfences" in config.markdown_extensions:
             # superfences rejects a fence with options it does not know (exec, session, check...) and
             # prints the block as a paragraph, raw HTML included; relaxed, it highlights the code.
@@ -146,9 +151,39 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.figures[name] = data
         return self._figure_base + name
 
-    on_page_markdown = CombinedEvent(_prepare_post, _inline_results)
+    def _download_links(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+        """Offer a page with executed blocks as a notebook and a script (overrides/partials/actions.html
+        shows `page.meta.kernelnotes_downloads`); the files are written after the build."""
+        if page.file.src_uri in self.outcomes:
+            stem = page.file.src_uri.rsplit(".", 1)[0]
+            page.meta["kernelnotes_downloads"] = [
+                {"url": f"{DOWNLOADS_DIR}/{stem}.{fmt}", "label": label, "icon": icon, "format": fmt}
+                for fmt, label, icon in DOWNLOADS
+            ]
+            self.downloads.add(page.file.src_uri)
+        return markdown
+
+    on_page_markdown = CombinedEvent(_prepare_post, _inline_results, _download_links)
+
+    def _write_downloads(self, config: MkDocsConfig) -> None:
+        """Export the pages that link to downloads, from this build's outcomes (no block runs again)."""
+        if not self.downloads or self.pipeline is None:
+            return
+        from kernelnotes.export import export_note
+
+        docs = Path(config.docs_dir)
+        shown = Path(os.path.relpath(docs, Path(config.config_file_path).parent)).as_posix()  # e.g. "notes"
+        notes, _ = load_notes(self.pipeline.settings, [docs / p for p in sorted(self.downloads)])
+        for note in notes:
+            text = (docs / note.path).read_text(encoding="utf-8")
+            export = export_note(note, text, self.outcomes[note.path], f"{shown}/{note.path}")
+            stem = Path(config.site_dir, DOWNLOADS_DIR, note.path.rsplit(".", 1)[0])
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            for fmt, _, _ in DOWNLOADS:
+                stem.with_name(f"{stem.name}.{fmt}").write_text(export.text(fmt), encoding="utf-8")
 
     def on_post_build(self, *, config: MkDocsConfig) -> None:
+        self._write_downloads(config)
         folder = Path(config.site_dir) / FIGURES_DIR
         if self.figures:
             folder.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ class Settings:
     device: str = "auto"
     jobs: int = 1
     timeout: float = 60.0
+    results_dir: Path | None = None  # recorded results committed to the repository (kn results export)
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -102,6 +103,7 @@ def load_settings(
         notes_dir = (root / docs_dir).resolve()
     db_path = db.resolve() if db is not None else (root / str(options.get("db", DEFAULT_DB))).resolve()
     plugins_dir = options.get("plugins_dir")
+    results_dir = options.get("results_dir")
     return Settings(
         root=root,
         notes_dir=notes_dir,
@@ -111,4 +113,5 @@ def load_settings(
         device=str(options.get("device", "auto")),
         jobs=int(options.get("jobs", 1)),
         timeout=float(options.get("timeout", 60)),
+        results_dir=(root / str(results_dir)).resolve() if results_dir else None,
     )
