@@ -72,7 +72,8 @@ EXPECTED_STDOUT = [
 @pytest.fixture
 def kn(project, monkeypatch):
     (project.root / "mkdocs.yml").write_text(
-        "site_name: t\ndocs_dir: notes\nplugins:\n  - kernelnotes:\n      db: .cache/kn.db\n", encoding="utf-8"
+        "site_name: t\ndocs_dir: notes\nplugins:\n  - kernelnotes:\n      db: .cache/kn.db\n",
+        encoding="utf-8",
     )
     project.snippet("helper.py", "def value():\n    return 1\n")
     monkeypatch.chdir(project.root)
@@ -165,7 +166,12 @@ def test_check_block_calls_the_public_api_and_embeds_the_table(project):
     note = parse_markdown(text, "posts/c.md", project.resolver()).note
     case = CheckCase("x[3, 1]", "float32", "3x1", False, 1.0, 2.0, 1e-5, "too far", 0.1, 0.2, 0.3)
     result = RunResult(
-        "failed", stdout="hi\n", check=[case], check_name="softmax:my_softmax", device="cpu0", device_class="cpu"
+        "failed",
+        stdout="hi\n",
+        check=[case],
+        check_name="softmax:my_softmax",
+        device="cpu0",
+        device_class="cpu",
     )
     export = export_note(note, text, [Outcome(note.path, note.snippets[0], "k", result)])
     (cell,) = _code_cells(export.notebook)

@@ -402,8 +402,8 @@ def export_cmd(ctx: Context, paths: tuple[Path, ...], fmt: str, out: Path, run: 
     from kernelnotes.runs import RunStore
 
     settings = ctx.settings
-    index = ctx.index()
-    ctx.report(ctx.update(index), quiet=True)
+    index = Index(settings.db_path)
+    ctx.update(index)  # problems of the notes exported are reported below, once
     if settings.results_dir and settings.results_dir.is_dir():
         RunStore(index.db).import_(settings.results_dir)  # what the site shows, recorded elsewhere
     notes, problems = load_notes(settings, list(paths))
