@@ -385,7 +385,14 @@ def results_import(ctx: Context, folder: Path) -> None:
 @click.argument(
     "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option("--to", "fmt", type=click.Choice(["ipynb", "py"]), default="ipynb", show_default=True)
+@click.option(
+    "--to",
+    "fmt",
+    type=click.Choice(["ipynb", "py"]),
+    default="ipynb",
+    show_default=True,
+    help="ipynb: a Jupyter notebook with the recorded outputs; py: a percent-format script.",
+)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), help="Folder to write to."
 )
