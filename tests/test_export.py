@@ -223,3 +223,13 @@ def test_export_writes_json_the_notebook_format_accepts(kn, project):
     kn("export", str(note), "--run", "--out", "out")
     data = json.loads((project.root / "out" / "x.ipynb").read_text(encoding="utf-8"))
     assert data["nbformat"] == 4 and data["metadata"]["kernelnotes"]["source"] == "notes/posts/x.md"
+
+
+def test_a_block_importing_a_snippet_module_is_reported(kn, project):
+    note = project.note("posts/imp.md", '# 导入\n\n```python exec="on"\nfrom helper import value\n```\n')
+    r = kn("export", str(note), "--out", "out")
+    assert r.exit_code == 0 and (project.root / "out" / "imp.ipynb").is_file()
+    assert (
+        "notes/posts/imp.md:3: warning: the block imports snippets/helper.py, which the export does not "
+        'contain (include it into the block with --8<-- "snippets/helper.py" instead)'
+    ) in r.output

@@ -433,7 +433,11 @@ def export_cmd(ctx: Context, paths: tuple[Path, ...], fmt: str, out: Path, run: 
         mine = [o for o in outcomes if o.note_path == note.path]
         inside = path.is_relative_to(settings.notes_dir.resolve())
         export = export_note(
-            note, path.read_text(encoding="utf-8"), mine, (prefix if inside else "") + note.path
+            note,
+            path.read_text(encoding="utf-8"),
+            mine,
+            (prefix if inside else "") + note.path,
+            settings.snippets_dir,
         )
         target.write_text(export.text(fmt), encoding="utf-8")
         problems += export.problems

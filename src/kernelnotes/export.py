@@ -13,6 +13,7 @@ and the site (download links) both call `export_note`.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections import Counter
@@ -51,15 +52,24 @@ class Export:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def export_note(note: Note, source: str, outcomes: Sequence[Outcome], display_path: str = "") -> Export:
+def export_note(
+    note: Note,
+    source: str,
+    outcomes: Sequence[Outcome],
+    display_path: str = "",
+    snippets_dir: Path | None = None,
+) -> Export:
     """Build the notebook of `note` (its file's text is `source`) from the pipeline's outcomes.
 
     `outcomes` are the note's executed blocks (what `Pipeline.run` returns for it, fresh or looked up
-    with `execute=False`); `display_path` names the note in problems (default: its path).
+    with `execute=False`); `display_path` names the note in problems (default: its path). A block
+    importing a module of `snippets_dir` (on the workers' path) is reported: the export lacks it.
     """
     where = display_path or note.path
     ordered = sorted(outcomes, key=lambda o: o.snippet.index)
     builder = _Builder(note, where, ordered)
+    if snippets_dir is not None:
+        builder.problems += _local_imports(ordered, snippets_dir, where)
     parts = (
         _notebook_parts(source, ordered)
         if note.kind == "notebook"
@@ -117,8 +127,8 @@ class _Builder:
         if not name:
             return "kn_session(None)  # 页面上这个块单独运行：全新的命名空间"
         if snippet.session in self.seen:
-            return f'kn_session("{name}")  # 回到会话 {name}：恢复它的变量'
-        return f'kn_session("{name}")  # 新会话 {name}：页面上它从全新的命名空间开始'
+            return f"kn_session({json.dumps(name, ensure_ascii=False)})  # 回到会话 {name}：恢复它的变量"
+        return f"kn_session({json.dumps(name, ensure_ascii=False)})  # 新会话 {name}：页面上它从全新的命名空间开始"
 
     def _report(self, outcome: Outcome) -> None:
         line = outcome.snippet.start_line
@@ -162,6 +172,21 @@ class _Builder:
             versions = ", ".join(f"{k} {v}" for k, v in sorted(first.versions.items()) if v)
             lines += ["", f"> 输出记录于 {self.main_device}（{first.created_at[:10]}；{versions}）。"]
         return "\n".join(lines)
+
+
+def _local_imports(outcomes: Sequence[Outcome], snippets_dir: Path, where: str) -> list[Problem]:
+    """Blocks importing a module of the snippets folder: the workers find it, a reader would not."""
+    problems = []
+    for outcome in outcomes:
+        for name in sorted(imported_modules(outcome.snippet.code)):
+            for rel in (f"{name}.py", f"{name}/__init__.py"):
+                if (snippets_dir / rel).is_file():
+                    shown = f"{snippets_dir.name}/{rel}"
+                    message = f"the block imports {shown}, which the export does not contain"
+                    hint = f'include it into the block with --8<-- "{shown}" instead'
+                    problems.append(Problem(where, outcome.snippet.start_line, message, hint, "warning"))
+                    break
+    return problems
 
 
 def requirements(snippets: Sequence[Snippet]) -> list[str]:

@@ -177,6 +177,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         for note in notes:
             text = (docs / note.path).read_text(encoding="utf-8")
             export = export_note(note, text, self.outcomes[note.path], f"{shown}/{note.path}")
+            for problem in export.problems:
+                log.debug(str(problem))  # failed blocks were warned about; the rest is for `kn export`
             stem = Path(config.site_dir, DOWNLOADS_DIR, note.path.rsplit(".", 1)[0])
             stem.parent.mkdir(parents=True, exist_ok=True)
             for fmt, _, _ in DOWNLOADS:
