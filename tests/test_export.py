@@ -218,10 +218,13 @@ def test_api_check_prints_the_table_and_returns_the_cases(capsys):
         api.check(torch.relu, "nope")
 
 
-def test_export_writes_json_the_notebook_format_accepts(kn, project):
+def test_export_is_reproducible_json_the_notebook_format_accepts(kn, project):
     note = project.note("posts/x.md", NOTE)
     kn("export", str(note), "--run", "--out", "out")
-    data = json.loads((project.root / "out" / "x.ipynb").read_text(encoding="utf-8"))
+    first = (project.root / "out" / "x.ipynb").read_text(encoding="utf-8")
+    kn("export", str(note), "--out", "out")  # again, from the recorded results: the same file
+    assert (project.root / "out" / "x.ipynb").read_text(encoding="utf-8") == first
+    data = json.loads(first)
     assert data["nbformat"] == 4 and data["metadata"]["kernelnotes"]["source"] == "notes/posts/x.md"
 
 

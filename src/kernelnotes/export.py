@@ -145,8 +145,11 @@ class _Builder:
         head = [nbf.new_markdown_cell(self._intro(codes))]
         if codes:
             head.append(nbf.new_code_cell(_setup(codes, len(self.sessions) > 1)))
+        cells = head + self.cells
+        for number, cell in enumerate(cells):
+            cell.id = f"kn-{number}"  # not nbformat's random ids: a rebuild writes the same file
         nb = nbf.new_notebook(
-            cells=head + self.cells,
+            cells=cells,
             metadata={
                 "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                 "language_info": {"name": "python"},
@@ -170,7 +173,7 @@ class _Builder:
         if self.main_device:
             first = next(r for r in self.shown if r is not None and _device(r) == self.main_device)
             versions = ", ".join(f"{k} {v}" for k, v in sorted(first.versions.items()) if v)
-            lines += ["", f"> 输出记录于 {self.main_device}（{first.created_at[:10]}；{versions}）。"]
+            lines += ["", f"> 输出记录于 {self.main_device}，{first.created_at[:10]}（{versions}）。"]
         return "\n".join(lines)
 
 
