@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import nbformat
+
 from .conftest import REPO
 
 
@@ -29,6 +31,22 @@ def test_repository_site_builds_strict(tmp_path):
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     assert "KernelNotes" in index
     assert (copy / ".kernelnotes" / "index.db").exists()  # the plugin indexed the notes during the build
+    # every note with executed blocks links to itself as a notebook and a script, served by the site
+    page = (tmp_path / "site" / "online-softmax-flashattention" / "index.html").read_text(encoding="utf-8")
+    downloads = tmp_path / "site" / "assets" / "kernelnotes" / "downloads" / "posts"
+    for fmt, label in (("ipynb", "下载 Notebook"), ("py", "下载 Python 脚本")):
+        href = f"../assets/kernelnotes/downloads/posts/online-softmax-flashattention.{fmt}"
+        assert f'href="{href}"' in page and label in page
+    notes = [
+        p
+        for p in (copy / "notes" / "posts").iterdir()
+        if p.suffix == ".ipynb" or 'exec="on"' in p.read_text(encoding="utf-8")  # a notebook's cells run
+    ]
+    assert sorted(p.name for p in downloads.glob("*.ipynb")) == sorted(f"{p.stem}.ipynb" for p in notes)
+    nb = nbformat.read(downloads / "online-softmax-flashattention.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert any(c.get("outputs") for c in nb.cells)  # the recorded results, embedded
+    assert "# %%" in (downloads / "online-softmax-flashattention.py").read_text(encoding="utf-8")
 
 
 def test_broken_note_fails_strict_build_with_one_clear_line(tmp_path):

@@ -449,6 +449,71 @@ def results_import(ctx: Context, folder: Path) -> None:
     ctx.err.print(f"imported {report.imported} results from {escape(folder)}")
 
 
+@cli.command("export")
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--to",
+    "fmt",
+    type=click.Choice(["ipynb", "py"]),
+    default="ipynb",
+    show_default=True,
+    help="ipynb: a Jupyter notebook with the recorded outputs; py: a percent-format script.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), help="Folder to write to."
+)
+@click.option("--run", is_flag=True, help="First run the blocks that have no result for their current code.")
+@pass_ctx
+def export_cmd(ctx: Context, paths: tuple[Path, ...], fmt: str, out: Path, run: bool) -> None:
+    """Write each note as a Jupyter notebook or a percent-format Python script with its recorded outputs.
+
+    Exits 1 when a block failed (its cell carries the recorded error; the file is still written).
+    """
+    from kernelnotes.export import export_note, export_path
+    from kernelnotes.running import note_name, notes_to_run
+
+    app = ctx.app
+    settings = app.settings
+    report = app.update_index()  # the notes and the recorded results the site shows, as `kn index`
+    notes, problems = notes_to_run(app, list(paths))
+    names = {n.path for n in notes}
+    problems += [p for p in report.problems if p.path in names]  # only the exported notes' problems
+    targets = {export_path(out, n.path, fmt): n for n in notes}
+    if len(targets) < len(notes):
+        raise click.UsageError(
+            "two of the notes have the same file name; export them to different --out folders"
+        )
+    pipeline = app.pipeline(app.run_options(execute=run))
+    try:
+        outcomes = pipeline.run(notes)  # without --run: the pipeline's lookup of recorded results only
+    finally:
+        pipeline.close()
+    prefix = _notes_prefix(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {note_name(settings, p): p.resolve() for p in paths}
+    for target, note in targets.items():
+        path = files[note.path]
+        mine = [o for o in outcomes if o.note_path == note.path]
+        inside = path.is_relative_to(settings.notes_dir.resolve())
+        export = export_note(
+            note,
+            path.read_text(encoding="utf-8"),
+            mine,
+            (prefix if inside else "") + note.path,
+            settings.snippets_dir,
+        )
+        target.write_text(export.text(fmt), encoding="utf-8")
+        problems += export.problems
+        click.echo(str(target))
+    for problem in problems:
+        style = "yellow" if problem.severity == "warning" else "red"
+        ctx.err.print(f"[{style}]{escape(str(problem))}[/]")
+    if any(p.severity == "error" for p in problems):
+        sys.exit(1)
+
+
 @cli.command("plugins")
 @pass_ctx
 def plugins_cmd(ctx: Context) -> None:

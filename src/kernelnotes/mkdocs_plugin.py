@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from mkdocs.structure.pages import Page
 from kernelnotes import blog, site_metadata
 from kernelnotes.app import App
 from kernelnotes.fence import ResultsView
+from kernelnotes.i18n import translator
 from kernelnotes.pipeline import Outcome, Pipeline
 from kernelnotes.report import report_markdown
 from kernelnotes.results import Figure
@@ -38,6 +40,12 @@ from kernelnotes.settings import DEVICE_CHOICES, SECTION, SettingsError
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
 FIGURES_DIR = "assets/kernelnotes/figures"
+DOWNLOADS_DIR = "assets/kernelnotes/downloads"  # each note as a notebook and a script (kn export)
+# labels are messages of the site's language (kernelnotes.i18n): "下载 Notebook" in zh
+DOWNLOADS = (
+    ("ipynb", "Download notebook", "notebook-outline"),
+    ("py", "Download Python script", "language-python"),
+)
 
 
 def _option(name: str) -> Any:
@@ -77,6 +85,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.serving = False
         self._hidden_notebooks: list[Any] = []
         self.figures: dict[str, bytes] = {}  # published file name -> content, written after the build
+        self.downloads: set[str] = set()  # notes (src_uri) whose pages link to their exports
         self._figure_base = f"/{FIGURES_DIR}/"
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
@@ -85,6 +94,11 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig | None:
         self.outcomes = {}  # fresh state for every build, including serve rebuilds
         self.figures = {}
+        self.downloads = set()
+        if "pymdownx.superfences" in config.markdown_extensions:
+            # superfences rejects a fence with options it does not know (session, title...) and prints
+            # the block as a paragraph, raw HTML included; relaxed, it highlights the code
+            config.mdx_configs.setdefault("pymdownx.superfences", {})["relaxed_headers"] = True
         self._figure_base = (urlsplit(config.site_url or "").path or "/").rstrip("/") + f"/{FIGURES_DIR}/"
         for message in blog.derive_feed_settings(config):  # the feed follows blog_dir, not a copy of it
             log.debug(message)
@@ -197,13 +211,51 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.figures[name] = data
         return self._figure_base + name
 
-    on_page_markdown = CombinedEvent(_clean_meta, _prepare_post)
+    def _download_links(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
+        """Offer a page with executed blocks as a notebook and a script (overrides/partials/actions.html
+        shows `page.meta.kernelnotes_downloads`); the files are written after the build."""
+        if page.file.src_uri in self.outcomes and self.app is not None:
+            stem = page.file.src_uri.rsplit(".", 1)[0]
+            t = translator(self.app.settings.language)
+            page.meta["kernelnotes_downloads"] = [
+                {
+                    "url": f"{DOWNLOADS_DIR}/{stem}.{fmt}",
+                    "label": t.gettext(label),
+                    "icon": icon,
+                    "format": fmt,
+                }
+                for fmt, label, icon in DOWNLOADS
+            ]
+            self.downloads.add(page.file.src_uri)
+        return markdown
+
+    on_page_markdown = CombinedEvent(_clean_meta, _prepare_post, _download_links)
+
+    def _write_downloads(self, config: MkDocsConfig) -> None:
+        """Export the pages that link to downloads, from this build's outcomes (no block runs again)."""
+        if not self.downloads or self.app is None:
+            return
+        from kernelnotes.export import export_note
+
+        docs = Path(config.docs_dir)
+        shown = Path(os.path.relpath(docs, Path(config.config_file_path).parent)).as_posix()  # e.g. "notes"
+        notes = self.app.index.parsed_notes(self.app.resolver, sorted(self.downloads))
+        for note in notes:
+            text = (docs / note.path).read_text(encoding="utf-8")
+            export = export_note(note, text, self.outcomes[note.path], f"{shown}/{note.path}")
+            for problem in export.problems:
+                log.debug(str(problem))  # failed blocks were warned about; the rest is for `kn export`
+            stem = Path(config.site_dir, DOWNLOADS_DIR, note.path.rsplit(".", 1)[0])
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            for fmt, _, _ in DOWNLOADS:
+                stem.with_name(f"{stem.name}.{fmt}").write_text(export.text(fmt), encoding="utf-8")
 
     @event_priority(-100)  # after the RSS plugin wrote its feeds
     def _fix_json_feeds(self, *, config: MkDocsConfig) -> None:
         site_metadata.unescape_json_feed_tags(config)
 
     def _post_build(self, *, config: MkDocsConfig) -> None:
+        self._write_downloads(config)
         folder = Path(config.site_dir) / FIGURES_DIR
         if self.figures:
             folder.mkdir(parents=True, exist_ok=True)

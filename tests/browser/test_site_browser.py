@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 
 from kernelnotes.blog import read_front_matter
@@ -100,6 +101,26 @@ def test_note_renders_math_code_and_tags(page: Any, base_url: str, artifacts: Pa
     summary = page.inner_text("details.success summary, .admonition.warning .admonition-title")
     assert re.search(r"(passed|stale).*cpu: .*\d+\.\d+ s", summary), summary
     assert page.locator("text=cases pass").count() >= 1  # a check table
+
+
+def test_note_offers_itself_as_a_notebook_and_a_script(page: Any, base_url: str, artifacts: Path):
+    page.goto(base_url + MATH_NOTE + "/")
+    links = page.locator("nav.kn-downloads a.kn-download")
+    assert [t.strip() for t in links.all_inner_texts()] == ["下载 Notebook", "下载 Python 脚本"]
+    assert links.first.is_visible()
+    page.screenshot(path=str(artifacts / "note-downloads.png"))
+    with page.expect_download() as download:
+        links.first.click()
+    assert download.value.suggested_filename == f"{MATH_NOTE}.ipynb"
+    nb = nbformat.read(download.value.path(), as_version=4)
+    nbformat.validate(nb)
+    assert "pip install" in nb.cells[0].source and any(c.get("outputs") for c in nb.cells)
+    script_url = links.nth(1).evaluate("a => a.href")  # served by the site itself
+    with urllib.request.urlopen(script_url, timeout=10) as response:
+        script = response.read().decode("utf-8")
+    assert script_url.startswith(base_url) and "# %% [markdown]" in script
+    page.goto(base_url + "tags/")  # a page without executed blocks offers nothing
+    assert page.locator("nav.kn-downloads").count() == 0
 
 
 def test_tags_page_lists_the_tags(page: Any, base_url: str):
