@@ -71,12 +71,12 @@ class App:
         return Index(self.settings.db_path)
 
     def open_index(self, verify: bool = False) -> Index:
-        """The index, opened with `verify` (a whole-file check: a corrupt file is moved aside and
-        rebuilt, `index.notices` says so) when it is not open yet or a check is asked for."""
+        """The index; opened with `verify` (a whole-file check: a corrupt file is moved aside and
+        rebuilt, `index.notices` says so) when this App has not opened it yet. An index already open
+        stays: the pipeline and its results store use that connection (mkdocs serve's rebuilds)."""
         from kernelnotes.index import Index
 
-        if verify or "index" not in self.__dict__:
-            self.close()
+        if "index" not in self.__dict__:
             self.__dict__["index"] = Index(self.settings.db_path, verify=verify)
         return self.index
 
