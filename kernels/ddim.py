@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import empty_out, finish
+from kernelnotes.kernels._common import empty_out, finish, require_dtype
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 BLOCK = 1024
@@ -139,6 +139,7 @@ def ddim_step(
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x_{t-1} from x_t and the predicted noise eps (DDIM for eta=0, DDPM-like for eta=1), fused."""
+    require_dtype("ddim_step", x_t, eps, allowed=(torch.float32, torch.float16, torch.bfloat16))
     return _ddim_step_fwd(x_t, eps, alpha_bar_t, alpha_bar_prev, float(eta), _default_noise(x_t, eta, noise))
 
 
@@ -219,6 +220,7 @@ def _ddim_flops(
 
 SPECS: tuple[KernelSpec, ...] = (
     KernelSpec(
+        dtypes=("float32", "float16", "bfloat16"),  # float64: TypeError (fp32 tiles and statistics)
         name="ddim_step",
         reference=ddim_step_reference,
         implementation=ddim_step,

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish
+from kernelnotes.kernels._common import INTERPRET, empty_out, finish, require_dtype
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 LOG2E = 1.4426950408889634
@@ -422,6 +422,9 @@ def _block_sizes(
     return (64, 64, 8, 2) if wide else (128, 64, 8, 3)
 
 
+MAX_HEAD_DIM = 256  # q/k/v tiles of a wider head do not fit the registers and shared memory of one program
+
+
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ndim: int) -> None:
     if q.dim() != ndim or k.dim() != ndim or v.dim() != ndim:
         raise ValueError(f"q, k, v must be {ndim}-D, got {q.dim()}, {k.dim()}, {v.dim()}")
@@ -429,8 +432,9 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ndim: int) -> 
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.shape[-1] != k.shape[-1] or k.shape != v.shape or q.shape[-2] != k.shape[-2]:
         raise ValueError(f"incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if q.shape[-1] > 256:
-        raise ValueError(f"head dim {q.shape[-1]} > 256 is not supported")
+    require_dtype("attention", q, allowed=(torch.float32, torch.float16, torch.bfloat16))
+    if q.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(f"head dim {q.shape[-1]} > {MAX_HEAD_DIM} is not supported")
 
 
 def attention_forward_packed(
@@ -809,6 +813,7 @@ ATTENTION_TOLERANCES = {
 
 SPECS: tuple[KernelSpec, ...] = (
     KernelSpec(
+        dtypes=("float32", "float16", "bfloat16"),  # float64: TypeError (fp32 tiles and statistics)
         name="flash_attention",
         reference=flash_attention_reference,
         implementation=flash_attention,
@@ -817,6 +822,7 @@ SPECS: tuple[KernelSpec, ...] = (
         flops=flash_attention_flops,
         bytes=flash_attention_bytes,
         backward=True,
+        caps={"head dim": MAX_HEAD_DIM},
         description="FlashAttention-2 forward/backward, (batch, seq, heads, dim), bottom-right causal, LSE.",
         module=__name__,
     ),

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2, require_dtype
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # ----------------------------------------------------------------------------------------------
@@ -255,6 +255,7 @@ class _SelectiveScanFunction(torch.autograd.Function):
 
 def selective_scan(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """y[b, d, t] = <c[b, t], h[b, d, t]> with h_t = a_t * h_{t-1} + b_t, h_0 = 0; differentiable in a, b, c."""
+    require_dtype("selective_scan", a, b, c, allowed=(torch.float32, torch.float16, torch.bfloat16))
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or c.requires_grad):
         return _SelectiveScanFunction.apply(a, b, c)
     return _selective_scan_fwd(a, b, c)[0]
@@ -323,6 +324,7 @@ def _bytes(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> float:
 
 SPECS: tuple[KernelSpec, ...] = (
     KernelSpec(
+        dtypes=("float32", "float16", "bfloat16"),  # float64: TypeError (fp32 tiles and statistics)
         name="selective_scan",
         reference=selective_scan_reference,
         implementation=selective_scan,

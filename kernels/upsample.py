@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import empty_out, finish
+from kernelnotes.kernels._common import empty_out, finish, require_dtype
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # One program per 1024 output elements: large enough that the CPU interpreter launches few programs.
@@ -231,6 +231,7 @@ def upsample_bilinear(
     align_corners: bool = False,
 ) -> torch.Tensor:
     """Bilinear resize of an NCHW tensor, as F.interpolate(mode="bilinear") computed in fp32."""
+    require_dtype("upsample_bilinear", x, allowed=(torch.float32, torch.float16, torch.bfloat16))
     return _upsample_bilinear_fwd(x, size, scale_factor, align_corners)
 
 
@@ -333,7 +334,7 @@ SPECS: tuple[KernelSpec, ...] = (
         # A permutation: the kernel must be exact (the tests use torch.equal); zero bounds say so.
         tolerances={
             d: Tolerance(atol=0.0, rtol=0.0, factor=0.0, floor=0.0)
-            for d in ("float32", "float16", "bfloat16")
+            for d in ("float32", "float16", "bfloat16", "float64")
         },
         flops=lambda x, upscale_factor: 0.0,
         bytes=_pixel_shuffle_bytes,
@@ -342,6 +343,7 @@ SPECS: tuple[KernelSpec, ...] = (
         module=__name__,
     ),
     KernelSpec(
+        dtypes=("float32", "float16", "bfloat16"),  # float64: TypeError (fp32 sampling weights)
         name="upsample_bilinear",
         reference=upsample_bilinear_reference,
         implementation=upsample_bilinear,

@@ -19,6 +19,7 @@ import torch
 
 from kernelnotes.kernels.flash_attention import (
     ATTENTION_TOLERANCES,
+    MAX_HEAD_DIM,
     _check_qkv,
     attention_backward_packed,
     attention_flops,
@@ -206,6 +207,7 @@ def varlen_attention_bytes(q, k, v, *args, **kwargs) -> float:
 
 SPECS: tuple[KernelSpec, ...] = (
     KernelSpec(
+        dtypes=("float32", "float16", "bfloat16"),  # float64: TypeError (fp32 tiles and statistics)
         name="varlen_attention",
         reference=varlen_attention_reference,
         implementation=varlen_attention,
@@ -214,6 +216,7 @@ SPECS: tuple[KernelSpec, ...] = (
         flops=varlen_attention_flops,
         bytes=varlen_attention_bytes,
         backward=True,
+        caps={"head dim": MAX_HEAD_DIM},
         description="Packed variable-length FlashAttention-2 (cu_seqlens) with unpad_input/pad_input helpers.",
         module=__name__,
     ),
