@@ -48,7 +48,9 @@ def _seq_bounds(cu_seqlens, b, seqlen, VARLEN: tl.constexpr):
     else:
         start = b * seqlen
         length = seqlen
-    return start, length
+    # int64: every token offset below is start + i, times a row stride -- past 2^31 elements for
+    # long packed batches.
+    return start.to(tl.int64), length
 
 
 @triton.jit
@@ -177,7 +179,7 @@ def _attn_bwd_preprocess_kernel(
     # delta_i = rowsum(dO * O): the softmax backward's correction term, one fp32 per (head, token).
     pid = tl.program_id(0)
     h = tl.program_id(1)
-    t = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    t = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     d = tl.arange(0, BLOCK_D)
     mask = (t < total_q)[:, None] & (d < head_dim)[None, :]
     o = tl.load(O + t[:, None] * stride_ot + h * stride_oh + d[None, :], mask=mask, other=0.0).to(tl.float32)

@@ -24,7 +24,7 @@ def test_specs_validate() -> None:
         assert isinstance(spec, KernelSpec)
         assert spec.module == "kernelnotes.kernels.gated"
         assert spec.backward and spec.description
-        assert set(spec.tolerances) == {"float32", "float16", "bfloat16"}
+        assert set(spec.tolerances) == {"float32", "float16", "bfloat16", "float64"}
         for ex in spec.examples(device, torch.bfloat16, 0):
             assert spec.flops(*ex.args) > 0 and spec.bytes(*ex.args) > 0
             out = spec.implementation(*ex.args, **ex.kwargs)

@@ -22,7 +22,7 @@ def test_spec_validates() -> None:
     assert isinstance(SPEC, KernelSpec) and SPEC.name == "layer_norm"
     assert SPEC.module == "kernelnotes.kernels.layer_norm"
     assert SPEC.backward and SPEC.description
-    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16"}
+    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16", "float64"}
     for ex in SPEC.examples(device, torch.bfloat16, 0):
         assert SPEC.flops(*ex.args) > 0 and SPEC.bytes(*ex.args) > 0
         out, ref = SPEC.implementation(*ex.args), SPEC.reference(*ex.args)
@@ -99,3 +99,23 @@ def test_gpu_large(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     glow = grads(SPEC.reference, args, {"upcast": False}, 0)
     for g, r, lo in zip(got, gref, glow):
         assert_matches(g, r, lo, tol, grad=True)
+
+
+def test_empty_last_dimension_and_rows() -> None:
+    for shape in [(3, 0), (0, 7), (2, 0, 0)]:
+        x = torch.randn(shape, device=device, requires_grad=True)
+        w = torch.ones(shape[-1], device=device, requires_grad=True)
+        b = torch.zeros(shape[-1], device=device, requires_grad=True)
+        out = mod.layer_norm(x, w, b)
+        assert out.shape == F.layer_norm(x, (shape[-1],), w, b).shape == x.shape
+        got = torch.autograd.grad(out.sum(), (x, w, b))
+        want = torch.autograd.grad(F.layer_norm(x, (shape[-1],), w, b).sum(), (x, w, b))
+        for g, r in zip(got, want, strict=True):
+            torch.testing.assert_close(g, r)
+
+
+def test_float64_is_computed_in_float64() -> None:
+    x = torch.randn(5, 77, dtype=torch.float64, device=device) * 3 + 1
+    w, b = torch.randn(77, dtype=torch.float64), torch.randn(77, dtype=torch.float64)
+    err = (mod.layer_norm(x, w, b) - F.layer_norm(x, (77,), w, b)).abs().max().item()
+    assert err < 1e-12  # fp32 statistics would be ~1e-7 off

@@ -21,7 +21,7 @@ def test_spec_validates() -> None:
     assert isinstance(SPEC, KernelSpec) and SPEC.name == "rms_norm"
     assert SPEC.module == "kernelnotes.kernels.rms_norm"
     assert SPEC.backward and SPEC.description
-    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16"}
+    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16", "float64"}
     for ex in SPEC.examples(device, torch.bfloat16, 0):
         assert SPEC.flops(*ex.args) > 0 and SPEC.bytes(*ex.args) > 0
         out, ref = SPEC.implementation(*ex.args), SPEC.reference(*ex.args)
@@ -106,3 +106,22 @@ def test_gpu_large(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     glow = grads(SPEC.reference, args, {"upcast": False}, 0)
     for g, r, lo in zip(got, gref, glow):
         assert_matches(g, r, lo, tol, grad=True)
+
+
+def test_empty_last_dimension_and_rows() -> None:
+    for shape in [(3, 0), (0, 7)]:
+        x = torch.randn(shape, device=device, requires_grad=True)
+        w = torch.ones(shape[-1], device=device, requires_grad=True)
+        out = mod.rms_norm(x, w)
+        assert out.shape == x.shape
+        gx, gw = torch.autograd.grad(out.sum(), (x, w))
+        assert gx.shape == x.shape and gw.shape == w.shape
+
+
+def test_float64_is_computed_in_float64() -> None:
+    x = torch.randn(5, 77, dtype=torch.float64, device=device)
+    w = torch.randn(77, dtype=torch.float64, device=device)
+    err = (mod.rms_norm(x, w) - mod.rms_norm_reference(x, w)).abs().max().item()
+    assert err < 1e-12
+    with pytest.raises(TypeError, match="rms_norm supports"):
+        mod.rms_norm(x.to(torch.int32), w)
