@@ -149,7 +149,10 @@ def _attn_fwd_kernel(
             acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, DOT_FP32)
         m_i = m_new
 
-    empty = l_i == 0.0
+    # A query that sees no key (causal, more queries than keys) gets 0 and lse +inf. A query whose
+    # scores are all -inf *from the data* (an inf in q or k) gets 0/0 = NaN, as torch's softmax does.
+    empty = (offs_m + diag < 0) if CAUSAL else (offs_m < 0)
+    empty = empty | (len_k == 0)
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)

@@ -36,8 +36,9 @@ EPS = 1e-6
 
 @triton.jit
 def _phi(x):
-    # elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise (clamped so the unused branch cannot overflow).
-    return tl.where(x > 0, x + 1.0, tl.exp(tl.minimum(x, 0.0)))
+    # elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise. The unused branch is kept from overflowing by
+    # tl.where, not tl.minimum, which would turn NaN into 0 (and hide it from the output).
+    return tl.where(x > 0, x + 1.0, tl.exp(tl.where(x > 0, 0.0, x)))
 
 
 @triton.jit

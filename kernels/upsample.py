@@ -188,6 +188,12 @@ def _upsample_bilinear_fwd(
         raise ValueError(f"upsample_bilinear expects NCHW input; got shape {tuple(x.shape)}")
     h_out, w_out, scale_h, scale_w = _bilinear_geometry(x, size, scale_factor, align_corners)
     n, c, h_in, w_in = x.shape
+    # As torch: an empty batch is fine, empty channels or image sides are not.
+    if c == 0 or 0 in (h_in, w_in, h_out, w_out):
+        raise ValueError(
+            f"upsample_bilinear needs channels and input/output sides > 0, got input {tuple(x.shape)}, "
+            f"output {h_out}x{w_out}"
+        )
     out = empty_out((n, c, h_out, w_out), x.dtype, x.device)
     total = out.numel()
     if total:

@@ -137,17 +137,20 @@ def varlen_attention_reference(
     upcast: bool = True,
 ) -> torch.Tensor:
     """torch attention run separately on each sequence, in fp32 and cast back (`upcast=False`: input dtype)."""
+    # The same argument rules as the kernel: a malformed cu_seqlens is an error, not an empty batch.
+    _check_cu(cu_seqlens_q, "cu_seqlens_q")
+    _check_cu(cu_seqlens_k, "cu_seqlens_k")
     dtype = q.dtype
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     if upcast:
         q, k, v = q.float(), k.float(), v.float()
     cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
-    outs = []
+    # Written into a (total_q, heads, dim) buffer: torch.cat would lose the shape of empty slices.
+    out = q.new_zeros(q.shape[:-1] + v.shape[-1:])
     for b in range(len(cq) - 1):
         qs, ks, vs = q[cq[b] : cq[b + 1]], k[ck[b] : ck[b + 1]], v[ck[b] : ck[b + 1]]
         o, _ = attention_reference_math(qs[None], ks[None], vs[None], causal, scale)
-        outs.append(o[0])
-    out = torch.cat(outs, dim=0) if outs else q.new_zeros(q.shape)
+        out[cq[b] : cq[b + 1]] = o[0]
     return out.to(dtype)
 
 
