@@ -292,6 +292,14 @@ def matmul_examples(device: str, dtype: torch.dtype, seed: int) -> list[Example]
     out.append(
         Example(args=(a, b), kwargs={"activation": "silu"}, label="transposed a, 37x65 @ 65x130, silu")
     )
+    if device == "meta":
+        # Shape-only (the cross-compile check): an output of more than 2^31 elements, whose offsets
+        # overflow int32 -- the kernel's int64 offsets must compile for it.
+        a = torch.empty(46_341, 32, device="meta", dtype=dtype)
+        b = torch.empty(32, 46_341, device="meta", dtype=dtype)
+        out.append(
+            Example(args=(a, b), kwargs={"activation": "relu"}, label="46341x32 @ 32x46341 (> 2^31 outputs)")
+        )
     # A batch against one shared matrix (broadcast), with a bias in the epilogue.
     a = torch.randn(3, 19, 40, generator=g).to(device=device, dtype=dtype)
     b = (torch.randn(40, 23, generator=g) / math.sqrt(40)).to(device=device, dtype=dtype)

@@ -175,3 +175,17 @@ def test_gpu_realistic_size(dtype, activation):
     a = torch.randn(2048, 3000, generator=g).to("cuda", dtype)
     b = (torch.randn(3000, 1536, generator=g) / math.sqrt(3000)).to("cuda", dtype)
     _check(a, b, activation)
+
+
+def test_cross_compile_covers_an_output_past_int32_offsets():
+    # tests/kernels/test_cross_compile.py compiles every "meta" example for sm_90; this one's output
+    # has more than 2^31 elements, so its offsets only fit the kernel's int64 arithmetic.
+    big = [
+        ex
+        for ex in SPEC.examples("meta", torch.float16, 0)
+        if ex.args[0].shape[0] * ex.args[1].shape[-1] > 2**31
+    ]
+    assert big and all(a.device.type == "meta" for a in big[0].args)
+    assert not any(
+        ex.args[0].shape[0] * ex.args[1].shape[-1] > 2**31 for ex in SPEC.examples("cpu", torch.float16, 0)
+    )
