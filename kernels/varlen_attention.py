@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from kernelnotes.kernels._common import upcast_ref
 from kernelnotes.kernels.flash_attention import (
     ATTENTION_TOLERANCES,
     MAX_HEAD_DIM,
@@ -143,7 +144,7 @@ def varlen_attention_reference(
     dtype = q.dtype
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     if upcast:
-        q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast_ref(q), upcast_ref(k), upcast_ref(v)
     cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
     # Written into a (total_q, heads, dim) buffer: torch.cat would lose the shape of empty slices.
     out = q.new_zeros(q.shape[:-1] + v.shape[-1:])
@@ -210,7 +211,6 @@ def varlen_attention_bytes(q, k, v, *args, **kwargs) -> float:
 
 SPECS: tuple[KernelSpec, ...] = (
     KernelSpec(
-        dtypes=("float32", "float16", "bfloat16"),  # float64: TypeError (fp32 tiles and statistics)
         name="varlen_attention",
         reference=varlen_attention_reference,
         implementation=varlen_attention,

@@ -25,7 +25,8 @@ def test_json_lists_dtypes_devices_backward_and_caps() -> None:
     assert rows["softmax"]["caps"] == {}
     assert "float64" in rows["log_softmax"]["dtypes"] and rows["log_softmax"]["backward"] is True
     assert rows["matmul"]["backward"] is True and "float64" in rows["matmul"]["dtypes"]
-    assert "float64" not in rows["flash_attention"]["dtypes"]
+    assert "float64" in rows["flash_attention"]["dtypes"]
+    assert "float64" not in rows["linear_attention"]["dtypes"]  # TypeError instead
     assert rows["sigmoid"]["devices"] == ["cpu", "cuda"]
 
 
