@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from kernelnotes.kernels._common import INTERPRET, acc_dtype, empty_out, finish, next_pow2, upcast, upcast_ref
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # Vocabulary tile: large on the interpreter (each loop step has a fixed Python cost), register-sized
@@ -180,7 +181,7 @@ TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-3),
     "bfloat16": Tolerance(atol=5e-2, rtol=5e-2, floor=8e-3),
-    "float64": Tolerance(atol=1e-10, rtol=1e-10, floor=1e-12),
+    "float64": FLOAT64,
 }
 
 SPECS: tuple[KernelSpec, ...] = (

@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from kernelnotes.kernels._common import acc_dtype, empty_out, finish, require_dtype, upcast
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 BLOCK = 1024
@@ -235,7 +236,7 @@ SPECS: tuple[KernelSpec, ...] = (
             "float32": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-5),
             "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=2e-3),
             "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1.6e-2),
-            "float64": Tolerance(atol=1e-12, rtol=1e-12, floor=1e-12),
+            "float64": FLOAT64,
         },
         flops=_ddim_flops,
         bytes=_ddim_bytes,

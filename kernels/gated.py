@@ -13,6 +13,7 @@ import triton.language as tl
 
 from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2, upcast, upcast_ref
 from kernelnotes.kernels.activations import gelu_tanh_fwd, gelu_tanh_grad, silu_fwd, silu_grad
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 SWIGLU, GEGLU = 0, 1
@@ -146,7 +147,7 @@ TOLERANCES = {
     "float32": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=2e-3),
     "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1.6e-2),
-    "float64": Tolerance(atol=1e-12, rtol=1e-12, floor=1e-12),
+    "float64": FLOAT64,
 }
 
 SPECS: tuple[KernelSpec, ...] = (

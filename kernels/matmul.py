@@ -23,6 +23,7 @@ import triton.language as tl
 
 from kernelnotes.kernels._common import INTERPRET, acc_dtype, empty_out, finish, upcast_ref
 from kernelnotes.kernels.activations import GELU_TANH, IDENTITY, RELU, SILU, _act_bwd, activate
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 ACTIVATIONS: tuple[str | None, ...] = (None, "relu", "gelu_tanh", "silu")
@@ -343,7 +344,7 @@ SPECS: tuple[KernelSpec, ...] = (
             # fp16/bf16: one rounding step of an O(1) output may differ (summation order decides ties).
             "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=2e-3),
             "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1.6e-2),
-            "float64": Tolerance(atol=1e-10, rtol=1e-10, floor=1e-12),
+            "float64": FLOAT64,
         },
         flops=matmul_flops,
         bytes=matmul_bytes,

@@ -32,6 +32,7 @@ from kernelnotes.kernels._common import (
     upcast,
     upcast_ref,
 )
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # ----------------------------------------------------------------------------------------------
@@ -348,7 +349,7 @@ SPECS: tuple[KernelSpec, ...] = (
             "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
             "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-3),
             "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1e-2),
-            "float64": Tolerance(atol=1e-10, rtol=1e-10, floor=1e-12),
+            "float64": FLOAT64,
         },
         flops=_flops,
         bytes=_bytes,

@@ -29,6 +29,7 @@ from kernelnotes.kernels._common import (
     upcast,
     upcast_ref,
 )
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 Variant = Literal["auto", "single", "online"]
@@ -391,21 +392,19 @@ def _lse_bytes(x: torch.Tensor, **_: object) -> float:
 # Softmax-like ops. torch in fp32 *is* the reference, so the fp32 floor is a few fp32 ulps of the
 # output; for fp16/bf16 the floor is about one ulp of the output dtype at the output's magnitude
 # (probabilities <= 1; logsumexp of 1000 entries of scale 3 is about 10-15), since torch on CPU
-# often rounds the same fp32 math once and so has zero error of its own. fp64 is computed in fp64:
-# its bounds are fp32's scaled by the ratio of the unit roundoffs (2^-52 / 2^-23 ~ 2e-9), kept loose.
-F64 = Tolerance(atol=1e-10, rtol=1e-10, floor=1e-12)
+# often rounds the same fp32 math once and so has zero error of its own. fp64: testing.FLOAT64.
 SOFTMAX_TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-3),
     "bfloat16": Tolerance(atol=5e-2, rtol=5e-2, floor=8e-3),
-    "float64": F64,
+    "float64": FLOAT64,
 }
 # log-probabilities are of the size of logsumexp (|log p| up to ~30 here): lse's bounds.
 LSE_TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-2),
     "bfloat16": Tolerance(atol=5e-2, rtol=5e-2, floor=6.25e-2),
-    "float64": F64,
+    "float64": FLOAT64,
 }
 
 SPECS: tuple[KernelSpec, ...] = (

@@ -40,6 +40,14 @@ from kernelnotes.kernelspec import Tolerance
 
 REDUCTION_BASE = 1024  # reduction length the registered floors were measured at
 
+# float64, shared by every op that computes it. The kernel itself is held to float64 precision by the
+# floor: torch in float64 *is* the reference, so the 2x term is 0 and the bound is 1e-12 (a few
+# thousand fp64 ulps at magnitude 1, scaled as above) -- a kernel that computes in fp32 (error ~1e-7)
+# fails it. The allclose sanity bound is fp32's: it is the bound a note's function is checked
+# against (the checker passes no torch-in-input-dtype result), and a note that computes float64
+# inputs in fp32, as teaching code often does, is not wrong for it.
+FLOAT64 = Tolerance(atol=1e-5, rtol=1e-5, floor=1e-12)
+
 
 @dataclass(frozen=True)
 class Comparison:
