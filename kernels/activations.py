@@ -62,8 +62,11 @@ def gelu_erf_grad(x):
 
 @triton.jit
 def gelu_tanh_fwd(x):
-    inner = 0.7978845608028654 * (x + 0.044715 * x * x * x)
-    return 0.5 * x * (1.0 + tanh(inner))
+    # 0.5 x (1 + tanh(u)) = x * sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3):
+    # one exp and one division, few registers in matmul's epilogue. No clamp: exp(-2u) = inf gives
+    # x / inf = -0 at -1e38 and NaN at -inf, as torch.
+    u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+    return x / (1.0 + tl.exp(-2.0 * u))
 
 
 @triton.jit
@@ -76,8 +79,8 @@ def gelu_tanh_grad(x):
 
 @triton.jit
 def silu_fwd(x):
-    # -inf * 0 = NaN and -1e38 * 0 = -0, as torch: no exponent clamp may change these.
-    return x * sigmoid_fwd(x)
+    # x / (1 + exp(-x)): exp(-x) = inf gives -0 at -1e38 and NaN at -inf, as torch -- no clamp.
+    return x / (1.0 + tl.exp(-x))
 
 
 @triton.jit

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.autograd.gradcheck import GradcheckError
 
 from kernelnotes.kernels._common import dtype_name, to_dtype
 from kernelnotes.kernels.testing import compare, nonfinite_mismatch
@@ -137,7 +138,12 @@ def check_gradcheck(spec: KernelSpec, dtype: str, device: str) -> None:
             return _first(spec.implementation(*args, **ex.kwargs))
 
         inputs = tuple(ex.args[i].detach().clone().requires_grad_(True) for i in idx)
-        assert torch.autograd.gradcheck(fn, inputs, fast_mode=True, atol=1e-6, rtol=1e-4), ex.label
+        try:
+            torch.autograd.gradcheck(fn, inputs, fast_mode=True, atol=1e-6, rtol=1e-4)
+        except GradcheckError as exc:
+            raise AssertionError(
+                f"{spec.name} {ex.label}: gradcheck in float64 failed: {exc}"[:2000]
+            ) from None
 
 
 def check_nonfinite(spec: KernelSpec, dtype: str, device: str) -> None:
@@ -185,7 +191,13 @@ def check_empty(spec: KernelSpec, dtype: str, device: str) -> None:
             raise AssertionError(
                 f"{spec.name} {shapes}: torch raises {type(exc).__name__}, the kernel returned a value"
             ) from None
-        out = _first(spec.implementation(*small.args, **small.kwargs))
+        try:
+            out = _first(spec.implementation(*small.args, **small.kwargs))
+        except Exception as exc:
+            raise AssertionError(
+                f"{spec.name} {shapes}: torch returns shape {tuple(ref.shape)}, the kernel raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
         assert out.shape == ref.shape, (
             f"{spec.name} {shapes}: shape {tuple(out.shape)} != torch {tuple(ref.shape)}"
         )

@@ -125,6 +125,8 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
 
 def _check_targets(target: torch.Tensor, n_classes: int, ignore_index: int) -> None:
     """IndexError, as torch's, for a target outside [0, n_classes) that is not ignore_index."""
+    if target.device.type == "meta":
+        return  # shapes only (the cross-compile check): no values to validate
     bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
     if target.numel() and bool(bad.any()):
         value = int(target[bad][0])

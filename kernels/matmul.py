@@ -65,19 +65,29 @@ def _matmul_kernel(
     pid_m = first_m + (pid % group_size) % rows_in_group
     pid_n = (pid % group_size) // rows_in_group
 
-    # int64 offsets: M * K (or the batch offset) may pass 2^31 elements.
-    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # The tile's corner is an int64 scalar offset (a batch, or M * K, may pass 2^31 elements); the
+    # offsets inside a tile stay int32 (BLOCK x stride < 2^31 for any row under 16M elements), which
+    # keeps the 16-bit kernels from spilling the extra registers per-element int64 would take.
+    row0 = pid_m.to(tl.int64) * BLOCK_M
+    col0 = pid_n.to(tl.int64) * BLOCK_N
+    rows_left = tl.minimum(M - row0, BLOCK_M).to(tl.int32)
+    cols_left = tl.minimum(N - col0, BLOCK_N).to(tl.int32)
+    rm = tl.arange(0, BLOCK_M)
+    rn = tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = A + batch * stride_ab + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
-    b_ptrs = B + batch * stride_bb + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
+    a_ptrs = (
+        (A + batch * stride_ab + row0 * stride_am) + rm[:, None] * stride_am + offs_k[None, :] * stride_ak
+    )
+    b_ptrs = (
+        (B + batch * stride_bb + col0 * stride_bn) + offs_k[:, None] * stride_bk + rn[None, :] * stride_bn
+    )
 
     acc_ty = tl.float64 if DOT == 2 else tl.float32
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_ty)
     for k0 in range(0, K, BLOCK_K):
         k_ok = (k0 + offs_k) < K
-        a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & (offs_n[None, :] < N), other=0.0)
+        a = tl.load(a_ptrs, mask=(rm[:, None] < rows_left) & k_ok[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=k_ok[:, None] & (rn[None, :] < cols_left), other=0.0)
         if DOT == 0:
             # fp16/bf16 on a GPU: tensor cores on the native dtype, fp32 accumulation.
             acc = tl.dot(a, b, acc)
@@ -88,13 +98,14 @@ def _matmul_kernel(
         b_ptrs += BLOCK_K * stride_bk
 
     if HAS_BIAS:
-        acc += tl.load(BIAS + offs_n, mask=offs_n < N, other=0.0).to(acc_ty)[None, :]
-    c_off = batch * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
-    c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        acc += tl.load(BIAS + col0 + rn, mask=rn < cols_left, other=0.0).to(acc_ty)[None, :]
+    corner = batch * stride_cb + row0 * stride_cm + col0 * stride_cn
+    c_off = rm[:, None] * stride_cm + rn[None, :] * stride_cn
+    c_mask = (rm[:, None] < rows_left) & (rn[None, :] < cols_left)
     if STORE_Z:
-        tl.store(Z + c_off, acc.to(Z.dtype.element_ty), mask=c_mask)
+        tl.store((Z + corner) + c_off, acc.to(Z.dtype.element_ty), mask=c_mask)
     acc = activate(acc, ACTIVATION)
-    tl.store(C + c_off, acc.to(C.dtype.element_ty), mask=c_mask)
+    tl.store((C + corner) + c_off, acc.to(C.dtype.element_ty), mask=c_mask)
 
 
 # --------------------------------------------------------------------------------------------------
