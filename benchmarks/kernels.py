@@ -100,7 +100,30 @@ def _sweep_ddim_step(device: str, dtype: torch.dtype) -> list[Any]:
     return out
 
 
+def _sweep_log_softmax(device: str, dtype: torch.dtype) -> list[Any]:
+    from kernelnotes.kernelspec import Example
+
+    # (tokens, vocab) of language-model heads: the single-block kernel up to 8192, the online one above.
+    shapes = [(8192, 4096), (4096, 32_000), (2048, 128_256)]
+    return [
+        Example(args=(3.0 * torch.randn(s, device=device, dtype=dtype),), label=f"{s[0]}x{s[1]}")
+        for s in shapes
+    ]
+
+
+def _sweep_sigmoid(device: str, dtype: torch.dtype) -> list[Any]:
+    from kernelnotes.kernelspec import Example
+
+    # Gates of an MLP / a mixture-of-experts router: (tokens, width).
+    shapes = [(4096, 4096), (8192, 14_336), (16_384, 16_384)]
+    return [
+        Example(args=(torch.randn(s, device=device, dtype=dtype),), label=f"{s[0]}x{s[1]}") for s in shapes
+    ]
+
+
 SIZE_SWEEPS: dict[str, Callable[[str, torch.dtype], list[Any]]] = {
+    "log_softmax": _sweep_log_softmax,
+    "sigmoid": _sweep_sigmoid,
     "selective_scan": _sweep_selective_scan,
     "pixel_shuffle": _sweep_pixel_shuffle,
     "upsample_bilinear": _sweep_upsample_bilinear,

@@ -1,8 +1,10 @@
-"""Elementwise activations with their gradients: relu, gelu (erf), gelu_tanh and silu.
+"""Elementwise activations with their gradients: relu, gelu (erf), gelu_tanh, silu and sigmoid.
 
 One forward and one backward kernel serve every activation: the activation is a compile-time
 constant, so each specialisation is branch-free. The math lives in small `@triton.jit` helpers that
-`gated.py` reuses for swiglu/geglu.
+`gated.py` reuses for swiglu/geglu and `matmul.py` for its fused epilogue. Math is fp32 for 16-bit
+and fp32 inputs and fp64 for fp64 inputs; NaN propagates and +-inf give torch's values (relu keeps
+NaN, and its gradient at NaN is 1 as torch's).
 """
 
 from __future__ import annotations
@@ -14,22 +16,23 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2, upcast, upcast_ref
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
-RELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3
+RELU, GELU, GELU_TANH, SILU, SIGMOID, IDENTITY = 0, 1, 2, 3, 4, 5
 
 # Under the interpreter each program costs ~1 ms whatever its size, so use few large blocks there.
 BLOCK = 8192 if INTERPRET else 1024
 
 
 # ----------------------------------------------------------------------------------------------------
-# Math helpers (fp32 in, fp32 out)
+# Math helpers (compute dtype in, compute dtype out)
 # ----------------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def sigmoid(x):
+def sigmoid_fwd(x):
     # exp(-|x|) <= 1 cannot overflow, unlike exp(-x) for very negative x.
     z = tl.exp(-tl.abs(x))
     return tl.where(x >= 0.0, 1.0 / (1.0 + z), z / (1.0 + z))
@@ -59,8 +62,11 @@ def gelu_erf_grad(x):
 
 @triton.jit
 def gelu_tanh_fwd(x):
-    inner = 0.7978845608028654 * (x + 0.044715 * x * x * x)
-    return 0.5 * x * (1.0 + tanh(inner))
+    # 0.5 x (1 + tanh(u)) = x * sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3):
+    # one exp and one division, few registers in matmul's epilogue. No clamp: exp(-2u) = inf gives
+    # x / inf = -0 at -1e38 and NaN at -inf, as torch.
+    u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+    return x / (1.0 + tl.exp(-2.0 * u))
 
 
 @triton.jit
@@ -73,38 +79,53 @@ def gelu_tanh_grad(x):
 
 @triton.jit
 def silu_fwd(x):
-    return x * sigmoid(x)
+    # x / (1 + exp(-x)): exp(-x) = inf gives -0 at -1e38 and NaN at -inf, as torch -- no clamp.
+    return x / (1.0 + tl.exp(-x))
 
 
 @triton.jit
 def silu_grad(x):
-    s = sigmoid(x)
+    s = sigmoid_fwd(x)
     return s * (1.0 + x * (1.0 - s))
+
+
+@triton.jit
+def sigmoid_grad(x):
+    s = sigmoid_fwd(x)
+    return s * (1.0 - s)
 
 
 @triton.jit
 def activate(x, ACT: tl.constexpr):
     if ACT == 0:
-        y = tl.maximum(x, 0.0)
+        y = tl.where(x <= 0.0, 0.0, x)  # not tl.maximum, which drops NaN
     elif ACT == 1:
         y = gelu_erf_fwd(x)
     elif ACT == 2:
         y = gelu_tanh_fwd(x)
-    else:
+    elif ACT == 3:
         y = silu_fwd(x)
+    elif ACT == 4:
+        y = sigmoid_fwd(x)
+    else:
+        y = x
     return y
 
 
 @triton.jit
 def activate_grad(x, ACT: tl.constexpr):
     if ACT == 0:
-        g = tl.where(x > 0.0, 1.0, 0.0)  # torch's convention: relu'(0) = 0
+        g = tl.where(x <= 0.0, 0.0, 1.0)  # torch's convention: relu'(0) = 0, relu'(NaN) = 1
     elif ACT == 1:
         g = gelu_erf_grad(x)
     elif ACT == 2:
         g = gelu_tanh_grad(x)
-    else:
+    elif ACT == 3:
         g = silu_grad(x)
+    elif ACT == 4:
+        g = sigmoid_grad(x)
+    else:
+        g = tl.where(x != x, 1.0, 1.0)  # identity (only the matmul epilogue uses it)
     return g
 
 
@@ -117,7 +138,7 @@ def activate_grad(x, ACT: tl.constexpr):
 def _act_fwd_kernel(X, Y, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    x = upcast(tl.load(X + offs, mask=mask, other=0.0))
     tl.store(Y + offs, activate(x, ACT), mask=mask)
 
 
@@ -125,8 +146,8 @@ def _act_fwd_kernel(X, Y, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
 def _act_bwd_kernel(X, DY, DX, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+    x = upcast(tl.load(X + offs, mask=mask, other=0.0))
+    dy = upcast(tl.load(DY + offs, mask=mask, other=0.0))
     tl.store(DX + offs, dy * activate_grad(x, ACT), mask=mask)
 
 
@@ -174,30 +195,41 @@ class ActivationFunction(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------------
 
 
+def _apply(x: torch.Tensor, act: int, op: str) -> torch.Tensor:
+    if not x.is_floating_point():
+        raise TypeError(f"{op} expects a floating-point tensor, not {x.dtype}")
+    return ActivationFunction.apply(x, act)
+
+
 def relu(x: torch.Tensor) -> torch.Tensor:
-    """max(x, 0), elementwise."""
-    return ActivationFunction.apply(x, RELU)
+    """max(x, 0), elementwise; NaN stays NaN."""
+    return _apply(x, RELU, "relu")
 
 
 def gelu(x: torch.Tensor, approximate: Literal["none", "tanh"] = "none") -> torch.Tensor:
     """GELU, exact (erf) by default or the tanh approximation, computed in fp32."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"approximate must be 'none' or 'tanh', not {approximate!r}")
-    return ActivationFunction.apply(x, GELU if approximate == "none" else GELU_TANH)
+    return _apply(x, GELU if approximate == "none" else GELU_TANH, "gelu")
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU with the tanh approximation (GPT-2 style)."""
-    return ActivationFunction.apply(x, GELU_TANH)
+    return _apply(x, GELU_TANH, "gelu_tanh")
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:
     """x * sigmoid(x), computed in fp32."""
-    return ActivationFunction.apply(x, SILU)
+    return _apply(x, SILU, "silu")
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """1 / (1 + exp(-x)) elementwise, through exp(-|x|) so that no exponent overflows."""
+    return _apply(x, SIGMOID, "sigmoid")
 
 
 def _upcast(fn, x: torch.Tensor, upcast: bool) -> torch.Tensor:
-    return fn(x.float()).to(x.dtype) if upcast else fn(x)
+    return fn(upcast_ref(x)).to(x.dtype) if upcast else fn(x)
 
 
 def relu_reference(x: torch.Tensor, *, upcast: bool = True) -> torch.Tensor:
@@ -214,6 +246,10 @@ def gelu_tanh_reference(x: torch.Tensor, *, upcast: bool = True) -> torch.Tensor
 
 def silu_reference(x: torch.Tensor, *, upcast: bool = True) -> torch.Tensor:
     return _upcast(F.silu, x, upcast)
+
+
+def sigmoid_reference(x: torch.Tensor, *, upcast: bool = True) -> torch.Tensor:
+    return _upcast(torch.sigmoid, x, upcast)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -247,6 +283,7 @@ TOLERANCES = {
     "float32": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=2e-3),
     "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1.6e-2),
+    "float64": FLOAT64,
 }
 
 # (name, function, reference, flops per element counting exp/erf as one, description)
@@ -255,6 +292,7 @@ _TABLE = (
     ("gelu", gelu, gelu_reference, 8.0, "GELU with the exact erf form, 0.5*x*(1+erf(x/sqrt(2)))."),
     ("gelu_tanh", gelu_tanh, gelu_tanh_reference, 12.0, "GELU with the tanh approximation."),
     ("silu", silu, silu_reference, 5.0, "SiLU / swish, x*sigmoid(x)."),
+    ("sigmoid", sigmoid, sigmoid_reference, 4.0, "Sigmoid, 1/(1+exp(-x)) through exp(-|x|)."),
 )
 
 SPECS: tuple[KernelSpec, ...] = tuple(

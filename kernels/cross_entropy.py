@@ -5,6 +5,10 @@ rescaled sum), so a row never has to fit in registers. When the logits need a gr
 program makes a second pass that writes d(loss)/d(logits) = (softmax - onehot) / n_valid, Liger
 style: the backward then only scales that tensor by the incoming gradient, and no (rows, vocab)
 softmax is ever kept besides it. The logits themselves are never modified.
+
+Targets are validated on the host before the launch (one device-to-host sync, as torch's own check
+costs on CPU): a target outside [0, C) other than `ignore_index` raises IndexError as torch does,
+instead of an unchecked out-of-bounds read on a GPU. fp64 logits are computed in fp64.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels._common import INTERPRET, acc_dtype, empty_out, finish, next_pow2, upcast, upcast_ref
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # Vocabulary tile: large on the interpreter (each loop step has a fixed Python cost), register-sized
@@ -37,11 +42,12 @@ def _cross_entropy_kernel(
     lanes = tl.arange(0, BLOCK_V)
 
     # Pass 1: per-lane running max and rescaled sum of exp, merged after the loop.
-    m_i = tl.full([BLOCK_V], -float("inf"), dtype=tl.float32)
-    s_i = tl.zeros([BLOCK_V], dtype=tl.float32)
+    acc_ty = tl.float64 if X.dtype.element_ty == tl.float64 else tl.float32
+    m_i = tl.full([BLOCK_V], -float("inf"), dtype=acc_ty)
+    s_i = tl.zeros([BLOCK_V], dtype=acc_ty)
     for start in range(0, n_cols, BLOCK_V):
         cols = start + lanes
-        x = tl.load(x_row + cols, mask=cols < n_cols, other=-float("inf")).to(tl.float32)
+        x = upcast(tl.load(x_row + cols, mask=cols < n_cols, other=-float("inf")))
         m_new = tl.maximum(m_i, x)
         shift = tl.where(m_new == -float("inf"), 0.0, m_new)  # padding-only lanes: avoid inf - inf
         s_i = s_i * tl.exp(m_i - shift) + tl.exp(x - shift)
@@ -49,19 +55,20 @@ def _cross_entropy_kernel(
     m = tl.max(m_i, axis=0)
     s = tl.sum(s_i * tl.exp(m_i - m), axis=0)
     log_s = tl.log(s)
-    x_t = tl.load(x_row + t).to(tl.float32)
+    # t is in [0, n_cols) (checked on the host); the mask keeps a bad launch in bounds regardless.
+    x_t = upcast(tl.load(x_row + t, mask=(t >= 0) & (t < n_cols), other=float("nan")))
     # (m - x_t) + log(s), not (m + log(s)) - x_t: with logits ~1e4 the latter loses the loss to
     # fp32 rounding at the scale of the logits.
     tl.store(LOSS + row, tl.where(valid, (m - x_t) + log_s, 0.0))
 
     if COMPUTE_GRAD:
         # d(mean loss)/dx = (softmax(x) - onehot(t)) / n_valid for valid rows, 0 for ignored ones.
-        n_valid = tl.load(N_VALID).to(tl.float32)
+        n_valid = tl.load(N_VALID).to(acc_ty)
         scale = tl.where(valid, 1.0 / tl.maximum(n_valid, 1.0), 0.0)
         dx_row = DX + row * stride_dx
         for start in range(0, n_cols, BLOCK_V):
             cols = start + lanes
-            x = tl.load(x_row + cols, mask=cols < n_cols, other=-float("inf")).to(tl.float32)
+            x = upcast(tl.load(x_row + cols, mask=cols < n_cols, other=-float("inf")))
             p = tl.exp((x - m) - log_s)
             g = (p - tl.where(cols == t, 1.0, 0.0)) * scale
             tl.store(dx_row + cols, g, mask=cols < n_cols)
@@ -74,7 +81,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         target = target.contiguous()
         n_rows, n_cols = x.shape
         compute_grad = ctx.needs_input_grad[0]
-        loss_rows = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+        loss_rows = torch.empty(n_rows, dtype=acc_dtype(x.dtype), device=x.device)
         # Counted on the device and read by the kernel: no host sync for the mean's denominator.
         n_valid = (target != ignore_index).sum()
         dx = empty_out((n_rows, n_cols), x.dtype, x.device) if compute_grad else None
@@ -108,14 +115,31 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
         raise ValueError(
             f"expected logits (N, C) and target (N,), got {tuple(logits.shape)} and {tuple(target.shape)}"
         )
+    if not logits.is_floating_point():
+        raise TypeError(f"cross_entropy expects floating-point logits, not {logits.dtype}")
+    if target.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16, torch.int8):
+        raise TypeError(f"cross_entropy expects integer class indices as target, not {target.dtype}")
+    _check_targets(target, logits.shape[1], ignore_index)
     return CrossEntropyFunction.apply(logits, target, ignore_index)
+
+
+def _check_targets(target: torch.Tensor, n_classes: int, ignore_index: int) -> None:
+    """IndexError, as torch's, for a target outside [0, n_classes) that is not ignore_index."""
+    if target.device.type == "meta":
+        return  # shapes only (the cross-compile check): no values to validate
+    bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
+    if target.numel() and bool(bad.any()):
+        value = int(target[bad][0])
+        raise IndexError(
+            f"Target {value} is out of bounds (classes 0..{n_classes - 1}, ignore_index {ignore_index})"
+        )
 
 
 def cross_entropy_reference(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100, *, upcast: bool = True
 ) -> torch.Tensor:
     if upcast:
-        return F.cross_entropy(logits.float(), target, ignore_index=ignore_index).to(logits.dtype)
+        return F.cross_entropy(upcast_ref(logits), target, ignore_index=ignore_index).to(logits.dtype)
     return F.cross_entropy(logits, target, ignore_index=ignore_index)
 
 
@@ -159,6 +183,7 @@ TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-3),
     "bfloat16": Tolerance(atol=5e-2, rtol=5e-2, floor=8e-3),
+    "float64": FLOAT64,
 }
 
 SPECS: tuple[KernelSpec, ...] = (
@@ -171,6 +196,7 @@ SPECS: tuple[KernelSpec, ...] = (
         flops=_flops,
         bytes=_bytes,
         backward=True,
+        reduction=lambda logits, *_, **__: logits.shape[-1],
         description="Cross-entropy fused with an online log-softmax; dlogits computed in the forward.",
         module=__name__,
     ),

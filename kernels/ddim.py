@@ -21,7 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import empty_out, finish
+from kernelnotes.kernels._common import acc_dtype, empty_out, finish, require_dtype, upcast
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 BLOCK = 1024
@@ -40,11 +41,11 @@ def _ddim_step_kernel(
     out_ptr,
     total,
     per_batch,
-    eta,
+    eta_ptr,
     HAS_NOISE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # int64: > 2^31 elements
     mask = offs < total
     # Per-batch alphas: a gather from a tiny fp32 vector (one value per batch element) that stays
     # in cache; scalar alphas were broadcast to this vector by the launcher.
@@ -52,8 +53,9 @@ def _ddim_step_kernel(
     a_t = tl.load(a_t_ptr + bidx, mask=mask, other=0.5)
     a_p = tl.load(a_prev_ptr + bidx, mask=mask, other=0.5)
 
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    e = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    eta = tl.load(eta_ptr)  # from memory, in the compute dtype: a Python float would arrive as fp32
+    x = upcast(tl.load(x_ptr + offs, mask=mask, other=0.0))
+    e = upcast(tl.load(eps_ptr + offs, mask=mask, other=0.0))
 
     x0 = (x - tl.sqrt(1.0 - a_t) * e) / tl.sqrt(a_t)
     sigma = eta * tl.sqrt((1.0 - a_p) / (1.0 - a_t)) * tl.sqrt(1.0 - a_t / a_p)
@@ -61,7 +63,7 @@ def _ddim_step_kernel(
     dir_coef = tl.sqrt(tl.maximum(1.0 - a_p - sigma * sigma, 0.0))
     out = tl.sqrt(a_p) * x0 + dir_coef * e
     if HAS_NOISE:
-        z = tl.load(noise_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        z = upcast(tl.load(noise_ptr + offs, mask=mask, other=0.0))
         out += sigma * z
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -72,9 +74,11 @@ def _ddim_step_kernel(
 Alpha = float | torch.Tensor
 
 
-def _alpha_vector(alpha: Alpha, batch: int, device: torch.device) -> torch.Tensor:
-    """A contiguous fp32 vector with one alpha per batch element."""
-    a = torch.as_tensor(alpha, dtype=torch.float32, device=device)
+def _alpha_vector(
+    alpha: Alpha, batch: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A contiguous vector (fp32, or fp64 for fp64 inputs) with one alpha per batch element."""
+    a = torch.as_tensor(alpha, device=device).to(dtype)
     if a.dim() == 0:
         return a.expand(batch).contiguous()
     if a.dim() == 1 and a.numel() == batch:
@@ -102,8 +106,10 @@ def _ddim_step_fwd(
 ) -> torch.Tensor:
     _check(x_t, eps, noise)
     batch = x_t.shape[0]
-    a_t = _alpha_vector(alpha_bar_t, batch, x_t.device)
-    a_p = _alpha_vector(alpha_bar_prev, batch, x_t.device)
+    acc = acc_dtype(x_t.dtype)
+    a_t = _alpha_vector(alpha_bar_t, batch, x_t.device, acc)
+    a_p = _alpha_vector(alpha_bar_prev, batch, x_t.device, acc)
+    eta_t = torch.full((1,), eta, dtype=acc, device=x_t.device)
     # The kernel walks flat memory, so all three tensors must share the contiguous layout.
     x = x_t.contiguous()
     e = eps.contiguous()
@@ -114,7 +120,7 @@ def _ddim_step_fwd(
     if total:
         grid = (triton.cdiv(total, BLOCK),)
         _ddim_step_kernel[grid](
-            x, e, z, a_t, a_p, out, total, total // batch, float(eta), HAS_NOISE=has_noise, BLOCK=BLOCK
+            x, e, z, a_t, a_p, out, total, total // batch, eta_t, HAS_NOISE=has_noise, BLOCK=BLOCK
         )
     return finish(out, x.dtype)
 
@@ -139,6 +145,9 @@ def ddim_step(
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x_{t-1} from x_t and the predicted noise eps (DDIM for eta=0, DDPM-like for eta=1), fused."""
+    require_dtype(
+        "ddim_step", x_t, eps, allowed=(torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    )
     return _ddim_step_fwd(x_t, eps, alpha_bar_t, alpha_bar_prev, float(eta), _default_noise(x_t, eta, noise))
 
 
@@ -155,7 +164,7 @@ def ddim_step_reference(
     _check(x_t, eps, noise)
     noise = _default_noise(x_t, eta, noise)
     dtype = x_t.dtype
-    work = torch.float32 if upcast else dtype
+    work = acc_dtype(dtype) if upcast else dtype
     bshape = (x_t.shape[0],) + (1,) * (x_t.dim() - 1)
     a_t = _alpha_vector(alpha_bar_t, x_t.shape[0], x_t.device).to(work).view(bshape)
     a_p = _alpha_vector(alpha_bar_prev, x_t.shape[0], x_t.device).to(work).view(bshape)
@@ -227,6 +236,7 @@ SPECS: tuple[KernelSpec, ...] = (
             "float32": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-5),
             "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=2e-3),
             "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1.6e-2),
+            "float64": FLOAT64,
         },
         flops=_ddim_flops,
         bytes=_ddim_bytes,

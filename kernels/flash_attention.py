@@ -28,10 +28,18 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish
+from kernelnotes.kernels._common import (
+    INTERPRET,
+    acc_dtype,
+    empty_out,
+    finish,
+    require_dtype,
+    upcast,
+    upcast_ref,
+)
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
-LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
 # --------------------------------------------------------------------------------------------------
@@ -48,14 +56,16 @@ def _seq_bounds(cu_seqlens, b, seqlen, VARLEN: tl.constexpr):
     else:
         start = b * seqlen
         length = seqlen
-    return start, length
+    # int64: every token offset below is start + i, times a row stride -- past 2^31 elements for
+    # long packed batches.
+    return start.to(tl.int64), length
 
 
 @triton.jit
 def _mm(a, b, DOT_FP32: tl.constexpr):
     """a @ b with fp32 accumulation; exact fp32 products when DOT_FP32 (fp32 inputs or the interpreter)."""
     if DOT_FP32:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+        return tl.dot(upcast(a), upcast(b), input_precision="ieee")  # fp64 stays fp64
     else:
         return tl.dot(a, b)
 
@@ -81,7 +91,7 @@ def _attn_fwd_kernel(
     stride_ot,
     stride_oh,
     head_dim,
-    qk_scale,
+    SCALE,
     CAUSAL: tl.constexpr,
     VARLEN: tl.constexpr,
     DOT_FP32: tl.constexpr,
@@ -112,9 +122,13 @@ def _attn_fwd_kernel(
     v_base = V + k_start * stride_vt + h * stride_vh
 
     # Scores are kept in log2 units (scale * log2(e) folded in) so the kernel uses exp2.
-    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    # Statistics and the accumulator in the compute dtype (fp64 for fp64 inputs); the scale is read
+    # from memory in that dtype, since a Python float argument would arrive rounded to fp32.
+    acc_ty = tl.float64 if Q.dtype.element_ty == tl.float64 else tl.float32
+    qk_scale = tl.load(SCALE).to(acc_ty) * 1.4426950408889634
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=acc_ty)
+    l_i = tl.zeros((BLOCK_M,), dtype=acc_ty)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=acc_ty)
 
     diag = len_k - len_q  # bottom-right causal alignment
     hi = len_k
@@ -147,7 +161,10 @@ def _attn_fwd_kernel(
             acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, DOT_FP32)
         m_i = m_new
 
-    empty = l_i == 0.0
+    # A query that sees no key (causal, more queries than keys) gets 0 and lse +inf. A query whose
+    # scores are all -inf *from the data* (an inf in q or k) gets 0/0 = NaN, as torch's softmax does.
+    empty = (offs_m + diag < 0) if CAUSAL else (offs_m < 0)
+    empty = empty | (len_k == 0)
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
@@ -177,13 +194,11 @@ def _attn_bwd_preprocess_kernel(
     # delta_i = rowsum(dO * O): the softmax backward's correction term, one fp32 per (head, token).
     pid = tl.program_id(0)
     h = tl.program_id(1)
-    t = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    t = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     d = tl.arange(0, BLOCK_D)
     mask = (t < total_q)[:, None] & (d < head_dim)[None, :]
-    o = tl.load(O + t[:, None] * stride_ot + h * stride_oh + d[None, :], mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(DO + t[:, None] * stride_dot + h * stride_doh + d[None, :], mask=mask, other=0.0).to(
-        tl.float32
-    )
+    o = upcast(tl.load(O + t[:, None] * stride_ot + h * stride_oh + d[None, :], mask=mask, other=0.0))
+    do = upcast(tl.load(DO + t[:, None] * stride_dot + h * stride_doh + d[None, :], mask=mask, other=0.0))
     tl.store(DELTA + h * total_q + t, tl.sum(o * do, 1), mask=t < total_q)
 
 
@@ -215,7 +230,7 @@ def _attn_bwd_dkdv_kernel(
     stride_dvt,
     stride_dvh,
     head_dim,
-    sm_scale,
+    SCALE,
     CAUSAL: tl.constexpr,
     VARLEN: tl.constexpr,
     DOT_FP32: tl.constexpr,
@@ -243,8 +258,10 @@ def _attn_bwd_dkdv_kernel(
     v = tl.load(
         V + (k_start + offs_n)[:, None] * stride_vt + h * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0
     )
-    dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-    dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    acc_ty = tl.float64 if Q.dtype.element_ty == tl.float64 else tl.float32
+    sm_scale = tl.load(SCALE).to(acc_ty)
+    dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=acc_ty)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=acc_ty)
 
     diag = len_k - len_q
     lo = 0
@@ -320,7 +337,7 @@ def _attn_bwd_dq_kernel(
     stride_dqt,
     stride_dqh,
     head_dim,
-    sm_scale,
+    SCALE,
     CAUSAL: tl.constexpr,
     VARLEN: tl.constexpr,
     DOT_FP32: tl.constexpr,
@@ -352,7 +369,9 @@ def _attn_bwd_dq_kernel(
     )
     lse = tl.load(LSE + h * total_q + q_start + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + h * total_q + q_start + offs_m, mask=m_ok, other=0.0)
-    dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    acc_ty = tl.float64 if Q.dtype.element_ty == tl.float64 else tl.float32
+    sm_scale = tl.load(SCALE).to(acc_ty)
+    dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=acc_ty)
 
     diag = len_k - len_q
     hi = len_k
@@ -413,13 +432,21 @@ def _block_sizes(
             1,
         )
     wide = head_dim > 128
-    if dtype == torch.float32:
-        # IEEE fp32 dots run on the FMA units with whole tiles in registers: keep the tiles small.
+    if dtype in (torch.float32, torch.float64):
+        # IEEE fp32 (and fp64) dots run on the FMA units with whole tiles in registers: keep the tiles small.
         return 16, 16, 4, 1
     if backward:
         # dK and dV accumulate in fp32 registers next to the K and V tiles: narrower key blocks.
         return (32, 64, 8, 2) if wide else (64, 32, 8, 2)
     return (64, 64, 8, 2) if wide else (128, 64, 8, 3)
+
+
+def _scale_arg(softmax_scale: float, q: torch.Tensor) -> torch.Tensor:
+    """The softmax scale as a one-element tensor in the compute dtype (exact for fp64 inputs)."""
+    return torch.full((1,), softmax_scale, dtype=acc_dtype(q.dtype), device=q.device)
+
+
+MAX_HEAD_DIM = 256  # q/k/v tiles of a wider head do not fit the registers and shared memory of one program
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ndim: int) -> None:
@@ -429,8 +456,9 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ndim: int) -> 
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.shape[-1] != k.shape[-1] or k.shape != v.shape or q.shape[-2] != k.shape[-2]:
         raise ValueError(f"incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if q.shape[-1] > 256:
-        raise ValueError(f"head dim {q.shape[-1]} > 256 is not supported")
+    require_dtype("attention", q, allowed=(torch.float32, torch.float16, torch.bfloat16, torch.float64))
+    if q.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(f"head dim {q.shape[-1]} > {MAX_HEAD_DIM} is not supported")
 
 
 def attention_forward_packed(
@@ -452,7 +480,7 @@ def attention_forward_packed(
     """
     total_q, n_heads, head_dim = q.shape
     out = empty_out(q.shape, q.dtype, q.device)
-    lse = torch.empty((n_heads, total_q), dtype=torch.float32, device=q.device)
+    lse = torch.empty((n_heads, total_q), dtype=acc_dtype(q.dtype), device=q.device)
     varlen = cu_seqlens_q is not None
     if varlen:
         out.zero_()  # tokens past cu_seqlens_q[-1] are visited by no program
@@ -481,10 +509,10 @@ def attention_forward_packed(
         out.stride(0),
         out.stride(1),
         head_dim,
-        softmax_scale * LOG2E,
+        _scale_arg(softmax_scale, q),
         CAUSAL=causal,
         VARLEN=varlen,
-        DOT_FP32=INTERPRET or q.dtype == torch.float32,
+        DOT_FP32=INTERPRET or q.dtype in (torch.float32, torch.float64),
         BLOCK_M=bm,
         BLOCK_N=bn,
         BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
@@ -521,8 +549,9 @@ def attention_backward_packed(
     varlen = cu_seqlens_q is not None
     bm, bn, warps, stages = _block_sizes(head_dim, seqlen_q, seqlen_k, q.dtype, backward=True)
     block_d = max(16, triton.next_power_of_2(head_dim))
-    dot_fp32 = INTERPRET or q.dtype == torch.float32
-    delta = torch.empty((n_heads, total_q), dtype=torch.float32, device=q.device)
+    dot_fp32 = INTERPRET or q.dtype in (torch.float32, torch.float64)
+    delta = torch.empty((n_heads, total_q), dtype=acc_dtype(q.dtype), device=q.device)
+    scale = _scale_arg(softmax_scale, q)
     # Rows of O and dO per program: 8192 elements of each keeps the preprocess under ~128 registers.
     pre_m = max(16, 8192 // block_d)
     _attn_bwd_preprocess_kernel[(triton.cdiv(total_q, pre_m), n_heads)](
@@ -576,7 +605,7 @@ def attention_backward_packed(
         dv.stride(0),
         dv.stride(1),
         head_dim,
-        softmax_scale,
+        scale,
         BLOCK_M=bm,
         BLOCK_N=bn,
         **common,
@@ -605,7 +634,7 @@ def attention_backward_packed(
         dq.stride(0),
         dq.stride(1),
         head_dim,
-        softmax_scale,
+        scale,
         BLOCK_M=bm,
         BLOCK_N=bn,
         **common,
@@ -704,7 +733,8 @@ def attention_reference_math(
     softmax_scale: float,
     key_padding_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain attention in the dtype of its inputs -> (out, lse (batch, heads, seqlen_q) in fp32).
+    """Plain attention in the dtype of its inputs -> (out, lse (batch, heads, seqlen_q) in fp32, fp64
+    for fp64 inputs).
 
     `key_padding_mask` `(batch, seqlen_k)` is True for real keys. Rows with no visible key give a zero
     output and LSE +inf (FlashAttention's convention).
@@ -720,7 +750,7 @@ def attention_reference_math(
     empty = ~allowed.any(-1, keepdim=True)
     probs = torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
     out = torch.einsum("bhts,bshd->bthd", probs, v)
-    lse = torch.logsumexp(scores.float(), dim=-1).masked_fill(empty.squeeze(-1), float("inf"))
+    lse = torch.logsumexp(upcast_ref(scores), dim=-1).masked_fill(empty.squeeze(-1), float("inf"))
     return out, lse
 
 
@@ -737,7 +767,7 @@ def flash_attention_reference(
     dtype = q.dtype
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     if upcast:
-        q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast_ref(q), upcast_ref(k), upcast_ref(v)
     out, lse = attention_reference_math(q, k, v, causal, scale)
     out = out.to(dtype)
     return (out, lse) if return_lse else out
@@ -805,6 +835,7 @@ ATTENTION_TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-3),
     "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=8e-3),
+    "float64": FLOAT64,
 }
 
 SPECS: tuple[KernelSpec, ...] = (
@@ -817,6 +848,7 @@ SPECS: tuple[KernelSpec, ...] = (
         flops=flash_attention_flops,
         bytes=flash_attention_bytes,
         backward=True,
+        caps={"head dim": MAX_HEAD_DIM},
         description="FlashAttention-2 forward/backward, (batch, seq, heads, dim), bottom-right causal, LSE.",
         module=__name__,
     ),

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2, upcast, upcast_ref
 from kernelnotes.kernels.activations import gelu_tanh_fwd, gelu_tanh_grad, silu_fwd, silu_grad
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 SWIGLU, GEGLU = 0, 1
@@ -42,8 +43,8 @@ def _gate_grad(a, ACT: tl.constexpr):
 def _glu_fwd_kernel(A, B, Y, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    a = tl.load(A + offs, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(B + offs, mask=mask, other=0.0).to(tl.float32)
+    a = upcast(tl.load(A + offs, mask=mask, other=0.0))
+    b = upcast(tl.load(B + offs, mask=mask, other=0.0))
     tl.store(Y + offs, _gate(a, ACT) * b, mask=mask)
 
 
@@ -52,9 +53,9 @@ def _glu_bwd_kernel(A, B, DY, DA, DB, n, ACT: tl.constexpr, BLOCK: tl.constexpr)
     # Recompute act(a) instead of saving it: one extra exp beats a full-size tensor kept alive.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    a = tl.load(A + offs, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(B + offs, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+    a = upcast(tl.load(A + offs, mask=mask, other=0.0))
+    b = upcast(tl.load(B + offs, mask=mask, other=0.0))
+    dy = upcast(tl.load(DY + offs, mask=mask, other=0.0))
     tl.store(DA + offs, dy * b * _gate_grad(a, ACT), mask=mask)
     tl.store(DB + offs, dy * _gate(a, ACT), mask=mask)
 
@@ -114,13 +115,13 @@ def geglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def swiglu_reference(a: torch.Tensor, b: torch.Tensor, *, upcast: bool = True) -> torch.Tensor:
     if upcast:
-        return (F.silu(a.float()) * b.float()).to(a.dtype)
+        return (F.silu(upcast_ref(a)) * upcast_ref(b)).to(a.dtype)
     return F.silu(a) * b
 
 
 def geglu_reference(a: torch.Tensor, b: torch.Tensor, *, upcast: bool = True) -> torch.Tensor:
     if upcast:
-        return (F.gelu(a.float(), approximate="tanh") * b.float()).to(a.dtype)
+        return (F.gelu(upcast_ref(a), approximate="tanh") * upcast_ref(b)).to(a.dtype)
     return F.gelu(a, approximate="tanh") * b
 
 
@@ -146,6 +147,7 @@ TOLERANCES = {
     "float32": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=2e-3),
     "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1.6e-2),
+    "float64": FLOAT64,
 }
 
 SPECS: tuple[KernelSpec, ...] = (

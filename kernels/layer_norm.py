@@ -13,13 +13,18 @@ import triton
 import triton.language as tl
 
 from kernelnotes.kernels._common import (
+    MAX_FUSED_SIZE,
+    acc_dtype,
     as_rows,
     empty_out,
     finish,
     num_warps,
     reduction_programs,
     row_blocks,
+    upcast,
+    upcast_ref,
 )
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 
@@ -35,14 +40,14 @@ def _layer_norm_fwd_kernel(
     col_ok = cols < n_cols
     mask = row_ok[:, None] & col_ok[None, :]
     rows64 = rows.to(tl.int64)
-    x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = upcast(tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0))
     mean = tl.sum(x, axis=1) / n_cols
     # Two-pass variance (subtract the mean first): no cancellation for rows with a large mean.
     xc = tl.where(mask, x - mean[:, None], 0.0)
     var = tl.sum(xc * xc, axis=1) / n_cols
     rstd = 1.0 / tl.sqrt(var + eps)
-    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-    b = tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
+    w = upcast(tl.load(W + cols, mask=col_ok, other=0.0))
+    b = upcast(tl.load(B + cols, mask=col_ok, other=0.0))
     y = xc * rstd[:, None] * w[None, :] + b[None, :]
     tl.store(Y + rows64[:, None] * stride_y + cols[None, :], y, mask=mask)
     tl.store(MEAN + rows64, mean, mask=row_ok)
@@ -58,9 +63,10 @@ def _layer_norm_bwd_kernel(
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < n_cols
-    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    db_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    w = upcast(tl.load(W + cols, mask=col_ok, other=0.0))
+    acc_ty = tl.float64 if X.dtype.element_ty == tl.float64 else tl.float32
+    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=acc_ty)
+    db_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=acc_ty)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, n_rows)
     for r0 in range(row_start, row_end, BLOCK_M):
@@ -68,8 +74,8 @@ def _layer_norm_bwd_kernel(
         row_ok = rows < row_end
         mask = row_ok[:, None] & col_ok[None, :]
         rows64 = rows.to(tl.int64)
-        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + rows64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = upcast(tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0))
+        dy = upcast(tl.load(DY + rows64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0))
         mean = tl.load(MEAN + rows64, mask=row_ok, other=0.0)
         rstd = tl.load(RSTD + rows64, mask=row_ok, other=0.0)
         xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
@@ -89,9 +95,9 @@ def _layer_norm_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: floa
     x2 = as_rows(x)
     n_rows, n_cols = x2.shape
     y = empty_out((n_rows, n_cols), x.dtype, x.device)
-    mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-    rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-    if n_rows:
+    mean = torch.empty(n_rows, dtype=acc_dtype(x.dtype), device=x.device)
+    rstd = torch.empty(n_rows, dtype=acc_dtype(x.dtype), device=x.device)
+    if n_rows and n_cols:
         block_m, block_n = row_blocks(n_rows, n_cols, "layer_norm")
         _layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_m),)](
             x2, w, b, y, mean, rstd, n_rows, n_cols, x2.stride(0), y.stride(0), eps,
@@ -109,8 +115,8 @@ def _layer_norm_bwd(
     block_m, block_n = row_blocks(n_rows, n_cols, "layer_norm")
     rows_per_program = triton.cdiv(n_rows, min(reduction_programs(x2), n_rows))
     n_programs = triton.cdiv(n_rows, rows_per_program)
-    dw_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
-    db_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
+    dw_part = torch.empty((n_programs, n_cols), dtype=acc_dtype(x2.dtype), device=x2.device)
+    db_part = torch.empty((n_programs, n_cols), dtype=acc_dtype(x2.dtype), device=x2.device)
     _layer_norm_bwd_kernel[(n_programs,)](
         x2, w, dy2, mean, rstd, dx, dw_part, db_part,
         n_rows, n_cols, x2.stride(0), dy2.stride(0), dx.stride(0), rows_per_program,
@@ -130,14 +136,17 @@ class LayerNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         x2, weight, mean, rstd = ctx.saved_tensors
-        if x2.shape[0] == 0:
+        if x2.numel() == 0:
             return torch.zeros_like(dy), torch.zeros_like(weight), torch.zeros_like(weight), None
         dx, dw, db = _layer_norm_bwd(dy, x2, weight, mean, rstd)
         return dx, dw, db, None
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """LayerNorm over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, statistics in fp32."""
+    """LayerNorm over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, statistics in fp32
+    (fp64 for fp64 inputs); rows of at most 65,536 elements (`caps` of its KernelSpec)."""
+    if not x.is_floating_point():
+        raise TypeError(f"layer_norm expects a floating-point tensor, not {x.dtype}")
     if weight.shape != (x.shape[-1],) or bias.shape != (x.shape[-1],):
         raise ValueError(f"weight and bias must have shape ({x.shape[-1]},)")
     return LayerNormFunction.apply(x, weight, bias, eps)
@@ -148,7 +157,7 @@ def layer_norm_reference(
 ) -> torch.Tensor:
     n = (x.shape[-1],)
     if upcast:
-        return F.layer_norm(x.float(), n, weight.float(), bias.float(), eps).to(x.dtype)
+        return F.layer_norm(upcast_ref(x), n, upcast_ref(weight), upcast_ref(bias), eps).to(x.dtype)
     return F.layer_norm(x, n, weight, bias, eps)
 
 
@@ -184,6 +193,7 @@ TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=4e-3),
     "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=3.2e-2),
+    "float64": FLOAT64,
 }
 
 SPECS: tuple[KernelSpec, ...] = (
@@ -196,6 +206,8 @@ SPECS: tuple[KernelSpec, ...] = (
         flops=_flops,
         bytes=_bytes,
         backward=True,
+        reduction=lambda x, *_, **__: x.shape[-1],
+        caps={"row width": MAX_FUSED_SIZE},
         description="LayerNorm over the last dim with weight and bias; fp32 statistics; fused backward.",
         module=__name__,
     ),

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish
+from kernelnotes.kernels._common import INTERPRET, empty_out, finish, require_dtype
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 EPS = 1e-6
@@ -36,8 +36,9 @@ EPS = 1e-6
 
 @triton.jit
 def _phi(x):
-    # elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise (clamped so the unused branch cannot overflow).
-    return tl.where(x > 0, x + 1.0, tl.exp(tl.minimum(x, 0.0)))
+    # elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise. The unused branch is kept from overflowing by
+    # tl.where, not tl.minimum, which would turn NaN into 0 (and hide it from the output).
+    return tl.where(x > 0, x + 1.0, tl.exp(tl.where(x > 0, 0.0, x)))
 
 
 @triton.jit
@@ -210,6 +211,9 @@ def linear_attention_forward(
     return finish(out, q.dtype)
 
 
+MAX_HEAD_DIM = 256  # a wider head's state tile does not fit one program
+
+
 def linear_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, chunk_size: int = 64
 ) -> torch.Tensor:
@@ -225,10 +229,11 @@ def linear_attention(
         )
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    require_dtype("linear_attention", q, allowed=(torch.float32, torch.float16, torch.bfloat16))
     if chunk_size < 16 or chunk_size & (chunk_size - 1):
         raise ValueError(f"chunk_size must be a power of two >= 16, got {chunk_size}")
-    if q.shape[-1] > 256 or v.shape[-1] > 256:
-        raise ValueError("head dims above 256 are not supported")
+    if q.shape[-1] > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(f"head dims above {MAX_HEAD_DIM} are not supported")
     return linear_attention_forward(q, k, v, causal, chunk_size)
 
 
@@ -310,6 +315,7 @@ def linear_attention_bytes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *a
 
 SPECS: tuple[KernelSpec, ...] = (
     KernelSpec(
+        dtypes=("float32", "float16", "bfloat16"),  # float64: TypeError (fp32 tiles and statistics)
         name="linear_attention",
         reference=linear_attention_reference,
         implementation=linear_attention,
@@ -322,6 +328,7 @@ SPECS: tuple[KernelSpec, ...] = (
         flops=linear_attention_flops,
         bytes=linear_attention_bytes,
         backward=False,
+        caps={"head dim": MAX_HEAD_DIM},
         description="Causal chunked linear attention, phi = elu + 1, fp32 state, (batch, heads, seq, dim).",
         module=__name__,
     ),

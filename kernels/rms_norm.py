@@ -13,23 +13,28 @@ import triton
 import triton.language as tl
 
 from kernelnotes.kernels._common import (
+    MAX_FUSED_SIZE,
+    acc_dtype,
     as_rows,
     empty_out,
     finish,
     num_warps,
     reduction_programs,
     row_blocks,
+    upcast,
+    upcast_ref,
 )
 from kernelnotes.kernels.layer_norm import TOLERANCES  # same reductions, same bounds
 from kernelnotes.kernelspec import Example, KernelSpec
 
 # How the normalised row is rounded before the weight multiply (the input dtype's precision).
-_ROUND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_ROUND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 0}
 
 
 @triton.jit
 def _round_to(x, ROUND: tl.constexpr):
-    """Round fp32 values to fp16/bf16 precision (round to nearest even), returned as fp32."""
+    """Round fp32 values to fp16/bf16 precision (round to nearest even), returned as fp32; fp32 and
+    fp64 values are returned as they are."""
     if ROUND == 1:
         x = x.to(tl.float16).to(tl.float32)
     elif ROUND == 2:
@@ -52,10 +57,10 @@ def _rms_norm_fwd_kernel(
     col_ok = cols < n_cols
     mask = row_ok[:, None] & col_ok[None, :]
     rows64 = rows.to(tl.int64)
-    x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = upcast(tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0))
     rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / n_cols + eps)
     h = _round_to(x * rstd[:, None], ROUND)
-    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    w = upcast(tl.load(W + cols, mask=col_ok, other=0.0))
     tl.store(Y + rows64[:, None] * stride_y + cols[None, :], w[None, :] * h, mask=mask)
     tl.store(RSTD + rows64, rstd, mask=row_ok)
 
@@ -69,8 +74,9 @@ def _rms_norm_bwd_kernel(
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < n_cols
-    w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    w = upcast(tl.load(W + cols, mask=col_ok, other=0.0))
+    acc_ty = tl.float64 if X.dtype.element_ty == tl.float64 else tl.float32
+    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=acc_ty)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, n_rows)
     for r0 in range(row_start, row_end, BLOCK_M):
@@ -78,8 +84,8 @@ def _rms_norm_bwd_kernel(
         row_ok = rows < row_end
         mask = row_ok[:, None] & col_ok[None, :]
         rows64 = rows.to(tl.int64)
-        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + rows64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = upcast(tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0))
+        dy = upcast(tl.load(DY + rows64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0))
         rstd = tl.load(RSTD + rows64, mask=row_ok, other=0.0)
         xhat = x * rstd[:, None]
         dh = dy * w[None, :]
@@ -102,9 +108,9 @@ class RMSNormFunction(torch.autograd.Function):
         x2 = as_rows(x)
         n_rows, n_cols = x2.shape
         y = empty_out((n_rows, n_cols), x.dtype, x.device)
-        rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+        rstd = torch.empty(n_rows, dtype=acc_dtype(x.dtype), device=x.device)
         block_m, block_n = row_blocks(n_rows, n_cols, "rms_norm")
-        if n_rows:
+        if n_rows and n_cols:
             _rms_norm_fwd_kernel[(triton.cdiv(n_rows, block_m),)](
                 x2, weight, y, rstd, n_rows, n_cols, x2.stride(0), y.stride(0), eps,
                 ROUND=_ROUND[x.dtype], BLOCK_M=block_m, BLOCK_N=block_n,
@@ -117,14 +123,14 @@ class RMSNormFunction(torch.autograd.Function):
     def backward(ctx, dy: torch.Tensor):
         x2, weight, rstd = ctx.saved_tensors
         n_rows, n_cols = x2.shape
-        if n_rows == 0:
+        if n_rows == 0 or n_cols == 0:
             return torch.zeros_like(dy), torch.zeros_like(weight), None
         dy2 = as_rows(dy)
         dx = empty_out((n_rows, n_cols), x2.dtype, x2.device)
         block_m, block_n = row_blocks(n_rows, n_cols, "rms_norm")
         rows_per_program = triton.cdiv(n_rows, min(reduction_programs(x2), n_rows))
         n_programs = triton.cdiv(n_rows, rows_per_program)
-        dw_part = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x2.device)
+        dw_part = torch.empty((n_programs, n_cols), dtype=acc_dtype(x2.dtype), device=x2.device)
         _rms_norm_bwd_kernel[(n_programs,)](
             x2, weight, dy2, rstd, dx, dw_part,
             n_rows, n_cols, x2.stride(0), dy2.stride(0), dx.stride(0), rows_per_program,
@@ -135,11 +141,12 @@ class RMSNormFunction(torch.autograd.Function):
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Llama RMSNorm over the last dim: weight * (x * rsqrt(mean(x^2) + eps)) with fp32 statistics."""
+    """Llama RMSNorm over the last dim: weight * (x * rsqrt(mean(x^2) + eps)) with fp32 statistics
+    (fp64 for fp64 inputs); rows of at most 65,536 elements (`caps` of its KernelSpec)."""
     if weight.shape != (x.shape[-1],):
         raise ValueError(f"weight must have shape ({x.shape[-1]},), got {tuple(weight.shape)}")
     if x.dtype not in _ROUND:
-        raise TypeError(f"rms_norm supports float32, float16 and bfloat16, not {x.dtype}")
+        raise TypeError(f"rms_norm supports float32, float16, bfloat16 and float64, not {x.dtype}")
     return RMSNormFunction.apply(x, weight, eps)
 
 
@@ -147,12 +154,12 @@ def rms_norm_reference(
     x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, upcast: bool = True
 ) -> torch.Tensor:
     if upcast:
-        x32 = x.float()
+        x32 = upcast_ref(x)
         h = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
         # weight * h.to(dtype), with the product in fp32: the same forward values as the dtype
         # product (one rounding either way), but autograd then sums dweight in fp32 instead of
         # rounding every dy * h term to the input dtype first.
-        return (weight.float() * h.to(x.dtype).float()).to(x.dtype)
+        return (upcast_ref(weight) * h.to(x.dtype).to(x32.dtype)).to(x.dtype)
     return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
@@ -193,6 +200,8 @@ SPECS: tuple[KernelSpec, ...] = (
         flops=_flops,
         bytes=_bytes,
         backward=True,
+        reduction=lambda x, *_, **__: x.shape[-1],
+        caps={"row width": MAX_FUSED_SIZE},
         description="RMSNorm (Llama convention: round, then scale by weight); fp32 statistics; fused backward.",
         module=__name__,
     ),

@@ -22,7 +22,17 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels._common import (
+    INTERPRET,
+    acc_dtype,
+    empty_out,
+    finish,
+    next_pow2,
+    require_dtype,
+    upcast,
+    upcast_ref,
+)
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # ----------------------------------------------------------------------------------------------
@@ -64,13 +74,14 @@ def _selective_scan_fwd_kernel(
     c_off = pid_b * stride_c_b + offs_n
     y_off = pid_b * stride_y_b + offs_d * stride_y_d
 
-    h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    acc_ty = tl.float64 if a_ptr.dtype.element_ty == tl.float64 else tl.float32
+    h = tl.zeros((BLOCK_D, BLOCK_N), dtype=acc_ty)
     for t in range(0, L):
         # Upcast straight after loading: the state must accumulate in fp32 (and the interpreter
         # cannot do bf16 arithmetic at all).
-        a = tl.load(a_ptr + ab_off + t * stride_ab_l, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + ab_off + t * stride_ab_l, mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(c_ptr + c_off + t * stride_c_l, mask=mask_n, other=0.0).to(tl.float32)
+        a = upcast(tl.load(a_ptr + ab_off + t * stride_ab_l, mask=mask, other=0.0))
+        b = upcast(tl.load(b_ptr + ab_off + t * stride_ab_l, mask=mask, other=0.0))
+        c = upcast(tl.load(c_ptr + c_off + t * stride_c_l, mask=mask_n, other=0.0))
         h = a * h + b
         y = tl.sum(h * c[None, :], axis=1)
         tl.store(y_ptr + y_off + t, y.to(y_ptr.dtype.element_ty), mask=mask_d)
@@ -115,13 +126,14 @@ def _selective_scan_bwd_kernel(
     # dc partials: (B, num_d_blocks, L, N) contiguous fp32.
     part_off = (pid_b * tl.num_programs(1) + pid_d) * L * N + offs_n
 
-    dh = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    a_next = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # a_{t+1}; nothing flows back from t = L
+    acc_ty = tl.float64 if a_ptr.dtype.element_ty == tl.float64 else tl.float32
+    dh = tl.zeros((BLOCK_D, BLOCK_N), dtype=acc_ty)
+    a_next = tl.zeros((BLOCK_D, BLOCK_N), dtype=acc_ty)  # a_{t+1}; nothing flows back from t = L
     h_t = tl.load(h_ptr + ab_off + (L - 1) * stride_ab_l, mask=mask, other=0.0)
     for i in range(0, L):
         t = L - 1 - i
-        dy = tl.load(dy_ptr + y_off + t, mask=mask_d, other=0.0).to(tl.float32)
-        c = tl.load(c_ptr + c_off + t * stride_c_l, mask=mask_n, other=0.0).to(tl.float32)
+        dy = upcast(tl.load(dy_ptr + y_off + t, mask=mask_d, other=0.0))
+        c = upcast(tl.load(c_ptr + c_off + t * stride_c_l, mask=mask_n, other=0.0))
         dh = dy[:, None] * c[None, :] + a_next * dh
         # h_{t-1}, with h_{-1} = 0 (the clamped index keeps the load inside the buffer); it becomes
         # the next iteration's h_t, so every state is loaded once.
@@ -130,7 +142,7 @@ def _selective_scan_bwd_kernel(
         tl.store(da_ptr + ab_off + t * stride_ab_l, (dh * h_prev).to(da_ptr.dtype.element_ty), mask=mask)
         tl.store(db_ptr + ab_off + t * stride_ab_l, dh.to(db_ptr.dtype.element_ty), mask=mask)
         tl.store(dc_part_ptr + part_off + t * N, tl.sum(dy[:, None] * h_t, axis=0), mask=mask_n)
-        a_next = tl.load(a_ptr + ab_off + t * stride_ab_l, mask=mask, other=0.0).to(tl.float32)
+        a_next = upcast(tl.load(a_ptr + ab_off + t * stride_ab_l, mask=mask, other=0.0))
         h_t = h_prev
 
 
@@ -168,7 +180,7 @@ def _selective_scan_fwd(
     a, b, c = a.contiguous(), b.contiguous(), c.contiguous()
     bsz, dim, seq, state = a.shape
     y = empty_out((bsz, dim, seq), a.dtype, a.device)
-    h = torch.empty(a.shape, dtype=torch.float32, device=a.device) if store_h else None
+    h = torch.empty(a.shape, dtype=acc_dtype(a.dtype), device=a.device) if store_h else None
     if y.numel() == 0:
         return finish(y, a.dtype), h
     block_d, block_n = _blocks(dim, state)
@@ -207,7 +219,7 @@ def _selective_scan_bwd(
     n_blocks = triton.cdiv(dim, block_d)
     # dc reduces over D, which spans programs: each block writes its partial sum (no fp32 atomics,
     # so the result is deterministic) and torch adds the few partials.
-    dc_part = torch.empty((bsz, n_blocks, seq, state), dtype=torch.float32, device=a.device)
+    dc_part = torch.empty((bsz, n_blocks, seq, state), dtype=acc_dtype(a.dtype), device=a.device)
     if a.numel():
         _selective_scan_bwd_kernel[(bsz, n_blocks)](
             a,
@@ -255,6 +267,9 @@ class _SelectiveScanFunction(torch.autograd.Function):
 
 def selective_scan(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """y[b, d, t] = <c[b, t], h[b, d, t]> with h_t = a_t * h_{t-1} + b_t, h_0 = 0; differentiable in a, b, c."""
+    require_dtype(
+        "selective_scan", a, b, c, allowed=(torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    )
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or c.requires_grad):
         return _SelectiveScanFunction.apply(a, b, c)
     return _selective_scan_fwd(a, b, c)[0]
@@ -267,7 +282,7 @@ def selective_scan_reference(
     _check_shapes(a, b, c)
     dtype = a.dtype
     if upcast:
-        a, b, c = a.float(), b.float(), c.float()
+        a, b, c = upcast_ref(a), upcast_ref(b), upcast_ref(c)
     bsz, dim, seq, state = a.shape
     h = torch.zeros(bsz, dim, state, dtype=a.dtype, device=a.device)
     ys = []
@@ -334,6 +349,7 @@ SPECS: tuple[KernelSpec, ...] = (
             "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
             "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-3),
             "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1e-2),
+            "float64": FLOAT64,
         },
         flops=_flops,
         bytes=_bytes,

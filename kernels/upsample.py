@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernelnotes.kernels._common import empty_out, finish
+from kernelnotes.kernels._common import empty_out, finish, require_dtype
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # One program per 1024 output elements: large enough that the CPU interpreter launches few programs.
@@ -188,6 +188,12 @@ def _upsample_bilinear_fwd(
         raise ValueError(f"upsample_bilinear expects NCHW input; got shape {tuple(x.shape)}")
     h_out, w_out, scale_h, scale_w = _bilinear_geometry(x, size, scale_factor, align_corners)
     n, c, h_in, w_in = x.shape
+    # As torch: an empty batch is fine, empty channels or image sides are not.
+    if c == 0 or 0 in (h_in, w_in, h_out, w_out):
+        raise ValueError(
+            f"upsample_bilinear needs channels and input/output sides > 0, got input {tuple(x.shape)}, "
+            f"output {h_out}x{w_out}"
+        )
     out = empty_out((n, c, h_out, w_out), x.dtype, x.device)
     total = out.numel()
     if total:
@@ -231,6 +237,7 @@ def upsample_bilinear(
     align_corners: bool = False,
 ) -> torch.Tensor:
     """Bilinear resize of an NCHW tensor, as F.interpolate(mode="bilinear") computed in fp32."""
+    require_dtype("upsample_bilinear", x, allowed=(torch.float32, torch.float16, torch.bfloat16))
     return _upsample_bilinear_fwd(x, size, scale_factor, align_corners)
 
 
@@ -333,7 +340,7 @@ SPECS: tuple[KernelSpec, ...] = (
         # A permutation: the kernel must be exact (the tests use torch.equal); zero bounds say so.
         tolerances={
             d: Tolerance(atol=0.0, rtol=0.0, factor=0.0, floor=0.0)
-            for d in ("float32", "float16", "bfloat16")
+            for d in ("float32", "float16", "bfloat16", "float64")
         },
         flops=lambda x, upscale_factor: 0.0,
         bytes=_pixel_shuffle_bytes,
@@ -342,6 +349,7 @@ SPECS: tuple[KernelSpec, ...] = (
         module=__name__,
     ),
     KernelSpec(
+        dtypes=("float32", "float16", "bfloat16"),  # float64: TypeError (fp32 sampling weights)
         name="upsample_bilinear",
         reference=upsample_bilinear_reference,
         implementation=upsample_bilinear,

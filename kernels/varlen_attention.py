@@ -17,8 +17,10 @@ import math
 
 import torch
 
+from kernelnotes.kernels._common import upcast_ref
 from kernelnotes.kernels.flash_attention import (
     ATTENTION_TOLERANCES,
+    MAX_HEAD_DIM,
     _check_qkv,
     attention_backward_packed,
     attention_flops,
@@ -136,17 +138,20 @@ def varlen_attention_reference(
     upcast: bool = True,
 ) -> torch.Tensor:
     """torch attention run separately on each sequence, in fp32 and cast back (`upcast=False`: input dtype)."""
+    # The same argument rules as the kernel: a malformed cu_seqlens is an error, not an empty batch.
+    _check_cu(cu_seqlens_q, "cu_seqlens_q")
+    _check_cu(cu_seqlens_k, "cu_seqlens_k")
     dtype = q.dtype
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     if upcast:
-        q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast_ref(q), upcast_ref(k), upcast_ref(v)
     cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
-    outs = []
+    # Written into a (total_q, heads, dim) buffer: torch.cat would lose the shape of empty slices.
+    out = q.new_zeros(q.shape[:-1] + v.shape[-1:])
     for b in range(len(cq) - 1):
         qs, ks, vs = q[cq[b] : cq[b + 1]], k[ck[b] : ck[b + 1]], v[ck[b] : ck[b + 1]]
         o, _ = attention_reference_math(qs[None], ks[None], vs[None], causal, scale)
-        outs.append(o[0])
-    out = torch.cat(outs, dim=0) if outs else q.new_zeros(q.shape)
+        out[cq[b] : cq[b + 1]] = o[0]
     return out.to(dtype)
 
 
@@ -214,6 +219,7 @@ SPECS: tuple[KernelSpec, ...] = (
         flops=varlen_attention_flops,
         bytes=varlen_attention_bytes,
         backward=True,
+        caps={"head dim": MAX_HEAD_DIM},
         description="Packed variable-length FlashAttention-2 (cu_seqlens) with unpad_input/pad_input helpers.",
         module=__name__,
     ),

@@ -38,6 +38,7 @@ def register_commands(cli: click.Group) -> None:
                 "dtypes": list(s.dtypes),
                 "devices": list(s.devices),
                 "backward": s.backward,
+                "caps": dict(s.caps),
                 "module": s.module,
                 "description": s.description,
             }
@@ -46,13 +47,14 @@ def register_commands(cli: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(rows, indent=2))
             return
-        table = Table("kernel", "dtypes", "devices", "backward", "description")
+        table = Table("kernel", "dtypes", "devices", "backward", "caps", "description")
         for r in rows:
             table.add_row(
                 r["name"],
                 ", ".join(r["dtypes"]),
                 ", ".join(r["devices"]),
                 "yes" if r["backward"] else "no",
+                ", ".join(f"{k} <= {v:,}" for k, v in r["caps"].items()) or "-",
                 r["description"],
             )
         Console(soft_wrap=True).print(table)

@@ -1,7 +1,8 @@
 """The frozen description of a reference kernel that plugins register and the checker uses.
 
 Deliberately free of torch imports: the CLI lists and searches notes without paying torch's import.
-Dtypes are named by strings ("float32", "float16", "bfloat16").
+Dtypes are named by strings ("float32", "float16", "bfloat16", "float64"). A kernel that lists float64
+computes in float64 (so `torch.autograd.gradcheck` applies); one that does not raises TypeError for it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "float64")
 DEVICES = ("cpu", "cuda")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -31,7 +32,8 @@ class Tolerance:
 
     `atol`/`rtol` is the fixed allclose sanity bound. `factor` is FlashAttention's rule: the kernel's
     max error against the fp32 reference may be at most `factor` x the error of torch doing the same
-    computation in the input dtype, plus `floor`.
+    computation in the input dtype, plus `floor` -- a floor stated for outputs of magnitude <= 1 and
+    reductions of <= 1024 terms, which `kernelnotes.kernels.testing.compare` scales up beyond those.
     """
 
     atol: float
@@ -49,6 +51,10 @@ class KernelSpec:
     - `implementation(*args, **kwargs)` is the Triton-backed function with the same signature.
     - `examples(device, dtype, seed)` returns the registered example inputs (ragged shapes).
     - `flops(*args, **kwargs)` / `bytes(*args, **kwargs)` count work and traffic for benchmarks.
+    - `reduction(*args, **kwargs)`: how many terms each output accumulates (K of a matmul, the row
+      length of a softmax); the tolerance floor grows with it. None: elementwise (1).
+    - `caps`: documented limits of the implementation, e.g. {"row width": 65536}; beyond them the
+      implementation raises a clear ValueError. Shown by `kn kernels`.
     """
 
     name: str
@@ -63,6 +69,8 @@ class KernelSpec:
     backward: bool = False
     description: str = ""
     module: str = ""
+    reduction: Callable[..., int] | None = None
+    caps: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

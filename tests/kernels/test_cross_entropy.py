@@ -31,7 +31,7 @@ def test_spec_validates() -> None:
     assert isinstance(SPEC, KernelSpec) and SPEC.name == "cross_entropy"
     assert SPEC.module == "kernelnotes.kernels.cross_entropy"
     assert SPEC.backward and SPEC.description
-    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16"}
+    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16", "float64"}
     for ex in SPEC.examples(device, torch.bfloat16, 0):
         assert SPEC.flops(*ex.args) > 0 and SPEC.bytes(*ex.args) > 0
         out, ref = SPEC.implementation(*ex.args), SPEC.reference(*ex.args)
@@ -117,3 +117,24 @@ def test_gpu_large_vocab(shape: tuple[int, int], dtype: torch.dtype) -> None:
     low, dlow = _loss_and_grad(SPEC.reference, logits, target, 1.0, upcast=False)
     assert_matches(loss, ref, low, tol)
     assert_matches(dx, dref, dlow, tol, grad=True)
+
+
+@pytest.mark.parametrize("bad", [5, -1, 50])
+def test_out_of_range_target_raises_like_torch(bad: int) -> None:
+    # Validated on the host before the launch: no silent loss, no out-of-bounds read on a GPU.
+    logits = torch.randn(3, 5, device=device)
+    target = torch.tensor([0, bad, 4], device=device)
+    with pytest.raises(IndexError):
+        F.cross_entropy(logits, target)
+    with pytest.raises(IndexError, match=f"Target {bad} is out of bounds"):
+        mod.cross_entropy(logits, target)
+    # ignore_index itself is never out of range.
+    ok = torch.tensor([0, -100, 4], device=device)
+    torch.testing.assert_close(mod.cross_entropy(logits, ok), F.cross_entropy(logits, ok))
+
+
+def test_float64_is_computed_in_float64() -> None:
+    logits = torch.randn(7, 33, dtype=torch.float64, device=device)
+    target = torch.randint(0, 33, (7,), device=device)
+    err = (mod.cross_entropy(logits, target) - F.cross_entropy(logits, target)).abs().item()
+    assert err < 1e-12  # fp32 arithmetic would be ~1e-7 off

@@ -37,7 +37,7 @@ def test_spec_validates() -> None:
     assert SPEC.name == "ddim_step"
     assert SPEC.module == "kernelnotes.kernels.ddim"
     assert SPEC.backward is False
-    assert set(SPEC.dtypes) == {"float32", "float16", "bfloat16"}
+    assert set(SPEC.dtypes) == {"float32", "float16", "bfloat16", "float64"}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)

@@ -68,7 +68,7 @@ def test_spec_is_valid():
     assert isinstance(fa.SPECS, tuple) and all(isinstance(s, KernelSpec) for s in fa.SPECS)
     assert [s.name for s in fa.SPECS] == ["flash_attention"]
     assert SPEC.module == "kernelnotes.kernels.flash_attention" and SPEC.backward is True
-    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16"}
+    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16", "float64"}
     assert SPEC.tolerances["float32"].atol == SPEC.tolerances["float32"].rtol == 1e-4
     assert SPEC.tolerances["float16"].atol == 1e-2 and SPEC.tolerances["bfloat16"].atol == 2e-2
     q, k, v = (torch.empty(2, n, 3, 64) for n in (5, 7, 7))

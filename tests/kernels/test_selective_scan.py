@@ -31,7 +31,7 @@ def test_spec_validates() -> None:
     assert SPEC.name == "selective_scan"
     assert SPEC.module == "kernelnotes.kernels.selective_scan"
     assert SPEC.backward is True
-    assert set(SPEC.dtypes) == {"float32", "float16", "bfloat16"}
+    assert set(SPEC.dtypes) == {"float32", "float16", "bfloat16", "float64"}
     assert SPEC.description
 
 

@@ -39,7 +39,9 @@ def test_specs_validate() -> None:
         assert isinstance(spec, KernelSpec)
         assert spec.module == "kernelnotes.kernels.upsample"
         assert spec.backward is False
-        assert set(spec.dtypes) == {"float32", "float16", "bfloat16"}
+    # A permutation moves float64 bits exactly; bilinear's sampling weights are fp32 (TypeError).
+    assert set(SPECS["pixel_shuffle"].dtypes) == {"float32", "float16", "bfloat16", "float64"}
+    assert set(SPECS["upsample_bilinear"].dtypes) == {"float32", "float16", "bfloat16"}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)

@@ -52,7 +52,7 @@ def test_spec_is_valid():
     assert isinstance(va.SPECS, tuple) and all(isinstance(s, KernelSpec) for s in va.SPECS)
     assert [s.name for s in va.SPECS] == ["varlen_attention"]
     assert SPEC.module == "kernelnotes.kernels.varlen_attention" and SPEC.backward is True
-    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16"}
+    assert set(SPEC.tolerances) == {"float32", "float16", "bfloat16", "float64"}
     assert SPEC.tolerances["float32"].atol == 1e-4 and SPEC.tolerances["bfloat16"].atol == 2e-2
     args = _packed([3, 5], [4, 6], 2, 64, torch.float32, 0)
     assert SPEC.flops(*args) == 4 * 2 * 64 * (3 * 4 + 5 * 6)
