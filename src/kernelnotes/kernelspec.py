@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "float64")
 DEVICES = ("cpu", "cuda")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -56,7 +56,7 @@ class KernelSpec:
     implementation: Callable[..., Any]
     examples: Callable[[str, Any, int], Sequence[Example]]
     tolerances: Mapping[str, Tolerance]
-    dtypes: tuple[str, ...] = DTYPES
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
     devices: tuple[str, ...] = DEVICES
     flops: Callable[..., float] | None = None
     bytes: Callable[..., float] | None = None
