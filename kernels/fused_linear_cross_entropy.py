@@ -41,6 +41,7 @@ from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 # Row tile of the log-sum-exp kernel: large on the interpreter (fixed Python cost per loop step).
 BLOCK_V = 8192 if INTERPRET else 2048
 MIN_CHUNK = 16 if INTERPRET else 128  # a GPU chunk fills at least one 128-row GEMM tile
+MIN_VOCAB_BLOCK = 16 if INTERPRET else 128  # likewise for the backward's vocabulary blocks
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,14 +68,17 @@ def _flce_matmul_kernel(
     pid_m = first_m + (pid % group_size) % rows_in_group
     pid_n = (pid % group_size) // rows_in_group
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    lanes_m = tl.arange(0, BLOCK_M)
+    lanes_n = tl.arange(0, BLOCK_N)
+    offs_m = pid_m * BLOCK_M + lanes_m
+    offs_n = pid_n * BLOCK_N + lanes_n
     offs_k = tl.arange(0, BLOCK_K)
-    # int64 row/column offsets: T x V logits pass 2^31 elements at realistic sizes.
-    m64 = offs_m.to(tl.int64)
-    n64 = offs_n.to(tl.int64)
-    a_ptrs = A + m64[:, None] * stride_am + offs_k[None, :] * stride_ak
-    b_ptrs = B + offs_k[:, None] * stride_bk + n64[None, :] * stride_bn
+    # The tile's corner in int64 (T x V logits pass 2^31 elements), in-tile offsets in int32: int64
+    # offset tensors cost the registers that made 16-bit tiles spill.
+    m0 = (pid_m * BLOCK_M).to(tl.int64)
+    n0 = (pid_n * BLOCK_N).to(tl.int64)
+    a_ptrs = A + m0 * stride_am + lanes_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = B + n0 * stride_bn + offs_k[:, None] * stride_bk + lanes_n[None, :] * stride_bn
     if ACC_FP64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
@@ -102,7 +106,7 @@ def _flce_matmul_kernel(
         p = tl.exp(acc - lse[:, None])
         onehot = (offs_n[None, :] + col_offset) == t[:, None]
         acc = (p - tl.where(onehot, 1.0, 0.0)) * row_scale[:, None]
-    c_ptrs = C + m64[:, None] * stride_cm + n64[None, :] * stride_cn
+    c_ptrs = C + m0 * stride_cm + n0 * stride_cn + lanes_m[:, None] * stride_cm + lanes_n[None, :] * stride_cn
     if ACCUMULATE:
         acc += tl.load(c_ptrs, mask=mask, other=0.0)
     tl.store(c_ptrs, acc.to(C.dtype.element_ty), mask=mask)
@@ -151,19 +155,24 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _block_sizes(dtype: torch.dtype, gpu: bool = not INTERPRET) -> tuple[int, int, int, int, int]:
+def _block_sizes(
+    dtype: torch.dtype, accumulate: bool = False, gpu: bool = not INTERPRET
+) -> tuple[int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of the GEMMs.
 
-    Interpreter: a few large tiles (each program costs ~1 ms of Python). GPU: fixed configurations
-    checked by the sm_90 cross-compile (no spills with the CE epilogue).
+    Interpreter: a few large tiles (each program and loop step has a fixed Python cost; numpy does
+    the dots), shrunk to the problem by `_matmul`. GPU: fixed configurations
+    checked by the sm_90 cross-compile. A 16-bit 128x128 tile that also loads the fp32 tile it adds
+    to spilled (its pointers alone take 128 registers a thread), so accumulating GEMMs use 128x64;
+    fp64 32x32 tiles left 8 bytes of stack, 64x32 none.
     """
     if not gpu:
-        return 64, 128, 64, 4, 1
+        return 128, 256, 128, 4, 1
     if dtype == torch.float64:
-        return 32, 32, 16, 4, 2
+        return 64, 32, 16, 4, 2
     if dtype == torch.float32:
         return 64, 64, 32, 8, 3
-    return 128, 128, 64, 8, 3
+    return (128, 64, 32, 8, 3) if accumulate else (128, 128, 32, 8, 3)
 
 
 def _matmul(
@@ -180,7 +189,9 @@ def _matmul(
     N = b.shape[1]
     if M == 0 or N == 0:
         return
-    bm, bn, bk, warps, stages = _block_sizes(a.dtype)
+    bm, bn, bk, warps, stages = _block_sizes(a.dtype, accumulate)
+    if INTERPRET:  # no larger than the problem: padding is computed too
+        bm, bn, bk = (min(b, max(16, next_pow2(n))) for b, n in ((bm, M), (bn, N), (bk, K)))
     lse, tgt, scale, col_offset, ignore_index = ce_grad if ce_grad is not None else (c, c, c, 0, 0)
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
     _flce_matmul_kernel[grid](
@@ -203,8 +214,9 @@ def default_chunk_size(n_tokens: int, hidden: int, vocab: int) -> int:
 
 
 def _vocab_block(n_tokens: int, vocab: int, chunk: int) -> int:
-    """Classes per backward block: tokens x block ~ chunk x vocab, a multiple of 128."""
-    return min(vocab, max(128, math.ceil(chunk * vocab / max(n_tokens, 1) / 128) * 128))
+    """Classes per backward block: tokens x block ~ chunk x vocab, a multiple of MIN_VOCAB_BLOCK."""
+    step = MIN_VOCAB_BLOCK
+    return min(vocab, max(step, math.ceil(chunk * vocab / max(n_tokens, 1) / step) * step))
 
 
 def _check_target(target: torch.Tensor, vocab: int, ignore_index: int) -> None:

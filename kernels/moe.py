@@ -148,13 +148,14 @@ def _grouped_mm_kernel(
     expert = tl.load(TILE_EXPERT + tl.program_id(0))
     if expert < 0:
         return  # beyond the last tile: the grid is an upper bound
-    row0 = tl.load(TILE_ROW + tl.program_id(0))
-    row_end = tl.load(OFFSETS + expert + 1)
-    offs_m = row0 + tl.arange(0, BLOCK_M).to(tl.int64)
+    row0 = tl.load(TILE_ROW + tl.program_id(0)).to(tl.int64)
+    n_rows = (tl.load(OFFSETS + expert + 1) - row0).to(tl.int32)  # rows left in this expert's group
+    lanes_m = tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
-    row_ok = offs_m < row_end
-    x_ptrs = X + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    row_ok = lanes_m < n_rows
+    # int64 tile corners, int32 in-tile offsets (int64 offset tensors made 16-bit tiles spill).
+    x_ptrs = X + row0 * stride_xm + lanes_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
     w_ptrs = W + expert.to(tl.int64) * stride_we + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
     if ACC_FP64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
@@ -170,7 +171,7 @@ def _grouped_mm_kernel(
             acc = tl.dot(a, b, acc)
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
-    y_ptrs = Y + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    y_ptrs = Y + row0 * stride_ym + lanes_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
     tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=row_ok[:, None] & (offs_n[None, :] < N))
 
 
@@ -286,7 +287,7 @@ def _mm_block_sizes(dtype: torch.dtype, gpu: bool = not INTERPRET) -> tuple[int,
         return 32, 32, 16, 4, 2
     if dtype == torch.float32:
         return 64, 64, 32, 8, 3
-    return 128, 128, 64, 8, 3
+    return 128, 128, 32, 8, 3
 
 
 def _dw_block_sizes(dtype: torch.dtype, gpu: bool = not INTERPRET) -> tuple[int, int, int, int, int]:
