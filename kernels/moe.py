@@ -614,11 +614,14 @@ ROUTER_TOLERANCES = {
     "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=8e-3),
     "float64": Tolerance(atol=1e-12, rtol=1e-12, floor=1e-14),
 }
-# Grouped GEMM: as matmul (O(1) outputs, K up to a few thousand; summation order decides ties).
+# Grouped GEMM: as matmul for the O(1) outputs (summation order decides ties). The floors are one
+# ulp of d weight, a sum over up to ~100 rows of O(1) products (|values| up to ~32: fp16 ulp 1.6e-2,
+# bf16 0.125), where torch in the input dtype may round the other way; allclose still bounds the
+# outputs at atol + rtol |ref|.
 GROUPED_TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
-    "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=2e-3),
-    "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=1.6e-2),
+    "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=3.2e-2),
+    "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=0.125),
     "float64": Tolerance(atol=1e-10, rtol=1e-10, floor=1e-12),
 }
 
