@@ -19,7 +19,9 @@ script keeps working as kernels are added.
 Metrics. GPU timings are ``triton.testing.do_bench`` medians. Matmul/attention-like ops report
 TFLOP/s (``spec.flops / time``), everything else GB/s (``spec.bytes / time``), each also as a fraction
 of this GPU's measured peak (a device-to-device copy for bandwidth, a large bf16 matmul for compute).
-Peak memory of one call (``torch.cuda.max_memory_allocated``) is reported on GPU, "n/a" on CPU.
+Peak memory of one call (``torch.cuda.max_memory_allocated`` above what was allocated before it) is
+reported on GPU for the Triton kernel and torch eager, "n/a" on CPU. Ops in ``TRAINING_STEP`` (fused
+linear cross-entropy, the MoE ops) are timed and measured as forward + backward of their first output.
 
 Output. A rich table on stdout and a JSON file ``<device>-<date>.json`` (device = GPU name or "cpu")
 in ``benchmarks/results/``; a dry run writes to ``--out`` (default: a fresh temporary directory) so
@@ -121,6 +123,52 @@ def _sweep_sigmoid(device: str, dtype: torch.dtype) -> list[Any]:
     ]
 
 
+def _sweep_fused_linear_cross_entropy(device: str, dtype: torch.dtype) -> list[Any]:
+    from kernelnotes.kernelspec import Example
+
+    # (tokens, hidden, vocab): Llama-3-8B's head at 8192 tokens (the issue's memory target), and a
+    # 32k-vocabulary model. Timed and measured as loss + backward (see TRAINING_STEP).
+    out = []
+    for t, h, v in [(8192, 4096, 128256), (8192, 4096, 32000)]:
+        hidden = torch.randn(t, h, device=device, dtype=dtype)
+        weight = torch.randn(v, h, device=device, dtype=dtype) / h**0.5
+        target = torch.randint(0, v, (t,), device=device)
+        out.append(Example(args=(hidden, weight, target), label=f"T{t} H{h} V{v} +bwd"))
+    return out
+
+
+def _sweep_moe_router(device: str, dtype: torch.dtype) -> list[Any]:
+    from kernelnotes.kernels.moe import distinct_logits
+    from kernelnotes.kernelspec import Example
+
+    g = torch.Generator().manual_seed(0)
+    cases = [(16384, 8, 2, True), (16384, 64, 6, True), (16384, 256, 8, False)]  # Mixtral, DeepSeek
+    return [
+        Example(
+            args=(distinct_logits(t, e, g).to(device, dtype), k),
+            kwargs={"normalize": n},
+            label=f"T{t} E{e} k{k} +bwd",
+        )
+        for t, e, k, n in cases
+    ]
+
+
+def _sweep_moe_grouped_matmul(device: str, dtype: torch.dtype) -> list[Any]:
+    from kernelnotes.kernelspec import Example
+
+    out = []
+    # (experts, K, N, tokens x top_k): Mixtral-8x7B's up projection, DeepSeek-MoE-16B's experts.
+    for experts, k, n, rows in [(8, 4096, 14336, 16384), (64, 2048, 1408, 49152)]:
+        counts = torch.distributions.Dirichlet(torch.full((experts,), 4.0)).sample() * rows
+        sizes = counts.floor().long()
+        sizes[0] += rows - int(sizes.sum())  # uneven groups that add up to `rows`
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)]).to(device)
+        x = torch.randn(rows, k, device=device, dtype=dtype)
+        w = torch.randn(experts, k, n, device=device, dtype=dtype) / k**0.5
+        out.append(Example(args=(x, w, offsets), label=f"E{experts} K{k} N{n} rows{rows} +bwd"))
+    return out
+
+
 SIZE_SWEEPS: dict[str, Callable[[str, torch.dtype], list[Any]]] = {
     "log_softmax": _sweep_log_softmax,
     "sigmoid": _sweep_sigmoid,
@@ -128,7 +176,31 @@ SIZE_SWEEPS: dict[str, Callable[[str, torch.dtype], list[Any]]] = {
     "pixel_shuffle": _sweep_pixel_shuffle,
     "upsample_bilinear": _sweep_upsample_bilinear,
     "ddim_step": _sweep_ddim_step,
+    "fused_linear_cross_entropy": _sweep_fused_linear_cross_entropy,
+    "moe_router": _sweep_moe_router,
+    "moe_grouped_matmul": _sweep_moe_grouped_matmul,
 }
+
+# Ops timed (and their peak memory measured) as forward + backward: their point is training. The
+# fused cross-entropy's memory target is against `F.cross_entropy(h @ W.T, y)` with its backward,
+# which is what the eager contender then runs.
+TRAINING_STEP = frozenset({"fused_linear_cross_entropy", "moe_router", "moe_grouped_matmul"})
+
+
+def _with_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn's forward and the backward of its first output w.r.t. the floating-point tensor inputs."""
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        leaves = [
+            a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+            for a in args
+        ]
+        out = fn(*leaves, **kwargs)
+        first = out[0] if isinstance(out, tuple) else out
+        first.backward(torch.ones_like(first))
+        return first
+
+    return step
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,12 +316,17 @@ def bench_spec(
         def eager(*a: Any, _ref: Callable[..., Any] = spec.reference, **k: Any) -> Any:
             return _ref(*a, upcast=False, **k)
 
-        contenders: dict[str, Callable[..., Any] | None] = {"triton": spec.implementation, "eager": eager}
+        training = spec.name in TRAINING_STEP
+        wrap = _with_backward if training else (lambda f: f)
+        contenders: dict[str, Callable[..., Any] | None] = {
+            "triton": wrap(spec.implementation),
+            "eager": wrap(eager),
+        }
         if compile_backend:
             # A fresh dynamo cache per input: a sweep would otherwise hit the recompile limit and
             # silently fall back to eager.
             torch._dynamo.reset()
-            contenders["compile"] = torch.compile(eager, backend=compile_backend)
+            contenders["compile"] = wrap(torch.compile(eager, backend=compile_backend))
         else:
             contenders["compile"] = None
         try:
@@ -308,6 +385,7 @@ def print_table(payload: dict[str, Any], console: Any | None = None) -> None:
         "throughput",
         "% peak",
         "peak MiB",
+        "eager MiB",
     ):
         table.add_column(col, justify="right", no_wrap=True)
     for r in payload["results"]:
@@ -325,6 +403,7 @@ def print_table(payload: dict[str, Any], console: Any | None = None) -> None:
             throughput,
             frac,
             _fmt(r.get("triton_peak_mib"), ".1f"),
+            _fmt(r.get("eager_peak_mib"), ".1f"),
         ]
         table.add_row(*cells)
     console.print(table)

@@ -32,6 +32,8 @@ OP_MODULES: tuple[str, ...] = (
     "selective_scan",
     "upsample",
     "ddim",
+    "fused_linear_cross_entropy",
+    "moe",
 )
 
 
