@@ -1,4 +1,5 @@
-"""Built-in plugin: runs Python blocks in persistent worker processes (torch imported once each)."""
+"""Built-in plugin: runs Python blocks in worker zygotes (torch imported once each), one forked
+process per session (see kernelnotes.worker_main)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import queue
 import threading
 from typing import TYPE_CHECKING
 
+from kernelnotes.limits import block_limits, run_limits
 from kernelnotes.plugins.hookspecs import hookimpl
 from kernelnotes.results import FAILED, RunResult
 from kernelnotes.worker import WorkerError, WorkerProcess
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
 
 LANGUAGES = {"python", "py", "python3", "pycon"}
 STASH_KEY = "python-runner"
+# The worker enforces each block's timeout itself and stays warm; the parent waits this much longer
+# before it declares the whole worker hung and replaces it.
+WORKER_GRACE_S = 30.0
 
 
 @hookimpl
@@ -30,7 +35,7 @@ def choose_runner(snippet: Snippet, pipeline: Pipeline) -> PythonRunner | None:
 
 
 class PythonRunner:
-    """A pool of `jobs` workers. A worker is replaced when it dies, times out, or when the project's
+    """A pool of `jobs` workers. A worker is replaced when it dies, hangs, or when the project's
     own code (kernels, plugins) changed since it started, so no stale module is ever served."""
 
     def __init__(self, pipeline: Pipeline) -> None:
@@ -45,8 +50,9 @@ class PythonRunner:
             ),
             "OMP_NUM_THREADS": threads,
         }
-        if options.memory_limit_mb:
-            env["KERNELNOTES_MEMORY_LIMIT_MB"] = str(options.memory_limit_mb)
+        # the index: a block's process may not write it (kernelnotes.sandbox)
+        env["KERNELNOTES_PROTECT"] = str(pipeline.settings.db_path)
+        self.limits = run_limits(pipeline.settings, options)
         if pipeline.settings.plugins_dir:
             env["KERNELNOTES_PLUGINS_DIR"] = str(pipeline.settings.plugins_dir)
         self.workers: queue.Queue[WorkerProcess] = queue.Queue()
@@ -71,16 +77,18 @@ class PythonRunner:
         results: list[RunResult] = []
         display_path = _display_path(note, pipeline)
         try:
-            # every session starts from a clean namespace, with snippet modules imported afresh
-            worker.request({"type": "reset", "purge_prefixes": [str(pipeline.settings.snippets_dir)]}, 60)
+            # every session starts in a freshly forked process: clean namespace, modules and state
+            worker.request({"type": "reset"}, 60)
         except WorkerError as exc:
             return [
                 RunResult(status=FAILED, error=f"could not start the Python worker: {exc}") for _ in snippets
             ]
         lost = ""
         for snippet in snippets:
-            timeout = float(snippet.attrs.get("timeout", options.timeout))
+            limits = block_limits(snippet, self.limits)
+            timeout = limits["timeout"]
             request = {
+                **limits,
                 "type": "run",
                 "code": snippet.code,
                 "session": snippet.session,
@@ -98,8 +106,10 @@ class PythonRunner:
                 results.append(RunResult(status=FAILED, error=f"not run: {lost}", retry=True))
                 continue
             try:
-                reply = worker.request(request, timeout)
+                reply = worker.request(request, timeout + WORKER_GRACE_S)
                 results.append(RunResult.from_dict(reply["result"]))
+                if reply["result"].get("lost"):
+                    lost = f"an earlier block of this session (line {snippet.start_line}) ended its process"
             except WorkerError as exc:
                 results.append(RunResult(status=FAILED, error=f"{exc}", duration=timeout, retry=True))
                 lost = f"an earlier block of this session (line {snippet.start_line}) ended the worker"

@@ -314,7 +314,11 @@ def run_cmd(
     for problem in problems:
         ctx.err.print(f"[yellow]{escape(str(problem))}[/]")
     options = RunOptions(
-        device=device, timeout=timeout or settings.timeout, jobs=jobs or settings.jobs, force=force
+        device=device,
+        timeout=timeout or settings.timeout,
+        jobs=jobs or settings.jobs,
+        force=force,
+        memory_limit_mb=settings.memory_limit_mb,
     )
     pipeline = make_pipeline(settings, index, options)
     try:

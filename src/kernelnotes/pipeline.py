@@ -18,6 +18,7 @@ import pluggy
 
 from kernelnotes.cache import KeyMaker
 from kernelnotes.index import Index
+from kernelnotes.limits import run_limits
 from kernelnotes.note import Note, Snippet
 from kernelnotes.results import FAILED, RunResult
 from kernelnotes.runs import RunStore
@@ -98,7 +99,9 @@ class Pipeline:
 
     def run(self, notes: Iterable[Note], progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
         """Outcomes for every collected snippet of `notes`, executing what is not cached."""
-        keys = KeyMaker(self.settings.snippets_dir, self.options.device)
+        keys = KeyMaker(
+            self.settings.snippets_dir, self.options.device, run_limits(self.settings, self.options)
+        )
         self.project_hash = keys.project_hash()  # runners restart workers when the project's code changed
         work = [(note, group) for note in notes for group in self._sessions(self.snippets(note))]
         if self.options.jobs > 1 and len(work) > 1:

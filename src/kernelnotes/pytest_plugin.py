@@ -25,9 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kernelnotes")
     group.addoption(
         "--kn-device",
-        default="auto",
+        default=None,
         choices=("cpu", "cuda", "auto"),
-        help="device for note blocks without device= (default: auto)",
+        help="device for note blocks without device= (default: mkdocs.yml's, else auto)",
     )
     group.addoption(
         "--kn-force", action="store_true", help="run note blocks even when a cached result exists"
@@ -64,7 +64,12 @@ def _pipeline(config: pytest.Config) -> Pipeline:
 
         settings = _settings(config)
         assert settings is not None
-        options = RunOptions(device=config.getoption("--kn-device"), force=config.getoption("--kn-force"))
+        options = RunOptions(
+            device=config.getoption("--kn-device") or settings.device,
+            force=config.getoption("--kn-force"),
+            timeout=settings.timeout,
+            memory_limit_mb=settings.memory_limit_mb,
+        )
         config.stash[PIPELINE] = make_pipeline(settings, Index(settings.db_path), options)
     return config.stash[PIPELINE]
 

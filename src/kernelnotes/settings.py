@@ -31,6 +31,7 @@ class Settings:
     device: str = "auto"
     jobs: int = 1
     timeout: float = 60.0
+    memory_limit_mb: int = 0  # address-space limit of a CPU block's process (0: none)
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -111,4 +112,5 @@ def load_settings(
         device=str(options.get("device", "auto")),
         jobs=int(options.get("jobs", 1)),
         timeout=float(options.get("timeout", 60)),
+        memory_limit_mb=int(options.get("memory_limit_mb", 0) or 0),
     )
