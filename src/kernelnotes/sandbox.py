@@ -71,7 +71,7 @@ def set_dumpable(dumpable: bool) -> None:
 class WriteGuard:
     """Built once in the zygote (it walks folders); `apply()` in each note's process is one system call."""
 
-    def __init__(self, protected: Iterable[Path]) -> None:
+    def __init__(self, protected: Iterable[Path], writable: Iterable[Path] = ()) -> None:
         self.fd = -1
         self.reason = ""
         files = {Path(os.path.realpath(p)) for p in protected}
@@ -94,6 +94,8 @@ class WriteGuard:
         self.fd = int(fd)
         try:
             self._grant_all_but(files)
+            for folder in writable:  # e.g. a TMPDIR: writable even where it sits in a guarded folder
+                self._add(str(folder), self.dir_rights)
         except OSError as exc:
             os.close(self.fd)
             self.fd, self.reason = -1, f"could not build the Landlock rules: {exc}"

@@ -89,9 +89,9 @@ class Zygote:
         self.kernels = load_kernels(self.pm)  # every op module imported once, here
         self.environment = _environment(self)
         protected = [Path(p) for p in os.environ.get("KERNELNOTES_PROTECT", "").split(os.pathsep) if p]
-        self.guard = WriteGuard(protected)
+        self.tmp = tempfile.mkdtemp(prefix="kernelnotes-")  # the notes' TMPDIR, made before the guard
+        self.guard = WriteGuard(protected, writable=[Path(self.tmp)])
         self.environment["write_guard"] = "on" if self.guard.active else self.guard.reason
-        self.tmp = tempfile.mkdtemp(prefix="kernelnotes-")  # the notes' TMPDIR (writable under the guard)
         set_dumpable(False)
         _set_subreaper()  # a block's orphaned subprocesses come back to us, to be ended with its session
         gc.freeze()  # forked children do not copy-on-write the zygote's objects when they collect
@@ -316,6 +316,7 @@ class Zygote:
             os.dup2(scratch.fileno(), 2)
             self.guard.apply()
             os.environ["TMPDIR"] = tempfile.tempdir = self.tmp
+            _fresh_random_state()
             import faulthandler
 
             faulthandler.enable()  # a segfault's Python traceback goes to the scratch file
@@ -403,6 +404,16 @@ def read_scratch_tail(child: Child, limit: int) -> str:
         return read_scratch(child.scratch, limit)
     except (OSError, ValueError):
         return ""
+
+
+def _fresh_random_state() -> None:
+    """Seed the RNGs from the OS, as a new process would: every note's process is forked from the same
+    zygote, and must not share its random numbers with the others."""
+    import random
+
+    random.seed()
+    if "torch" in sys.modules:
+        sys.modules["torch"].seed()
 
 
 def _kill(pid: int) -> None:
