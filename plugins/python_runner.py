@@ -77,8 +77,8 @@ class PythonRunner:
         results: list[RunResult] = []
         display_path = _display_path(note, pipeline)
         try:
-            # every session starts in a freshly forked process: clean namespace, modules and state
-            worker.request({"type": "reset"}, 60)
+            if not worker.alive:
+                worker.start()
         except WorkerError as exc:
             return [
                 RunResult(status=FAILED, error=f"could not start the Python worker: {exc}") for _ in snippets
@@ -100,6 +100,8 @@ class PythonRunner:
                 "check": snippet.attrs.get("check"),
                 "bench": str(snippet.attrs.get("bench", "")).lower() in {"on", "true", "1"},
                 "output_limit": options.output_limit,
+                # the session's first block runs in a freshly forked process: clean namespace and state
+                "new_session": snippet is snippets[0],
             }
             if lost:
                 # the session's namespace died with the worker: running on would only give NameErrors

@@ -146,16 +146,16 @@ class Zygote:
             "device": self.environment["devices"].get(device, device),
             "versions": self.environment["versions"],
         }
+        if req.get("new_session"):
+            self._end_child()  # the previous session's process: nothing of it reaches this one
         if self.child is None:
             self.child, self.spare = self.spare or self._fork_note(), None
         child = self.child
         start = time.perf_counter()
-        request = {k: v for k, v in req.items() if k != "type"}
+        request = {k: v for k, v in req.items() if k not in ("type", "new_session")}
         request.update(type="run", device=device, nonce=os.urandom(8).hex())
         try:
             send(child.fd, request)
-            if self.spare is None:
-                self.spare = self._fork_note()  # while the block runs
             reply = self._reply(child, request, deadline)
             result.update({k: reply[k] for k in _BLOCK_FIELDS if k in reply})
             if result["status"] not in ("passed", "failed"):
