@@ -1,11 +1,12 @@
 """Built-in plugin: runs Python blocks in worker zygotes (torch imported once each), one forked
-process per session (see kernelnotes.worker_main)."""
+process per note (see kernelnotes.worker_main)."""
 
 from __future__ import annotations
 
 import os
 import queue
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from kernelnotes.limits import block_limits, run_limits
@@ -61,6 +62,8 @@ class PythonRunner:
             self.workers.put(worker)
         self.project_hash = ""
         self._lock = threading.Lock()
+        # per worker: the note its current process belongs to, and the last block index it ran
+        self._last: dict[int, tuple[weakref.ref[Note], int]] = {}
 
     def run_session(self, note: Note, snippets: list[Snippet], pipeline: Pipeline) -> list[RunResult]:
         self._restart_if_project_changed(pipeline)
@@ -75,6 +78,8 @@ class PythonRunner:
     ) -> list[RunResult]:
         options = pipeline.options
         results: list[RunResult] = []
+        if not snippets:
+            return results
         display_path = _display_path(note, pipeline)
         try:
             if not worker.alive:
@@ -83,6 +88,10 @@ class PythonRunner:
             return [
                 RunResult(status=FAILED, error=f"could not start the Python worker: {exc}") for _ in snippets
             ]
+        # A note's sessions share one process forked for the note, in page order (each in its own
+        # namespace); any other note, or this note again in a later run, gets a fresh process.
+        last = self._last.pop(id(worker), None)
+        same_note = last is not None and last[0]() is note and snippets[0].index > last[1]
         lost = ""
         for snippet in snippets:
             limits = block_limits(snippet, self.limits)
@@ -100,8 +109,8 @@ class PythonRunner:
                 "check": snippet.attrs.get("check"),
                 "bench": str(snippet.attrs.get("bench", "")).lower() in {"on", "true", "1"},
                 "output_limit": options.output_limit,
-                # the session's first block runs in a freshly forked process: clean namespace and state
-                "new_session": snippet is snippets[0],
+                # a note's first block runs in a freshly forked process: clean modules and state
+                "new_process": snippet is snippets[0] and not same_note,
             }
             if lost:
                 # the session's namespace died with the worker: running on would only give NameErrors
@@ -115,6 +124,8 @@ class PythonRunner:
             except WorkerError as exc:
                 results.append(RunResult(status=FAILED, error=f"{exc}", duration=timeout, retry=True))
                 lost = f"an earlier block of this session (line {snippet.start_line}) ended the worker"
+        if not lost:
+            self._last[id(worker)] = (weakref.ref(note), snippets[-1].index)
         return results
 
     def _restart_if_project_changed(self, pipeline: Pipeline) -> None:

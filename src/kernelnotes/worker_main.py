@@ -6,10 +6,11 @@ JSON on stdin and on a duplicate of the original stdout. Three kinds of process:
 - the zygote (this module's `Zygote`) never executes note code. It imports torch, Triton, the
   kernels and the plugins once, then relays requests. Its state is therefore the same warm, clean
   state for every note.
-- a note's process (note_process.py), forked from the zygote when a session's first block runs and
-  killed when the session ends: nothing one note does to process state (torch defaults, patched
+- a note's process (note_process.py), forked from the zygote for a note's first block and killed
+  when the next note starts: nothing one note does to process state (torch defaults, patched
   modules such as kernelnotes.kernels.testing, sys.modules, environment, cwd, RNG) reaches another.
-  A spare one is forked while the current block runs, so a new session costs a hand-over, not a fork.
+  The note's sessions run in it in page order, each in its own namespace. A spare is forked after
+  each reply, while the parent stores the result, so a new note costs a hand-over, not a fork.
   It may write anywhere but the index (sandbox.WriteGuard, Landlock), and it has only its own socket
   to the zygote: the parent's pipes and the checker's socket are closed in it.
 - the checker (checker_process.py), forked before any note code runs: it makes the example inputs,
@@ -146,13 +147,13 @@ class Zygote:
             "device": self.environment["devices"].get(device, device),
             "versions": self.environment["versions"],
         }
-        if req.get("new_session"):
-            self._end_child()  # the previous session's process: nothing of it reaches this one
+        if req.get("new_process"):
+            self._end_child()  # the previous note's process: nothing of it reaches this note
         if self.child is None:
             self.child, self.spare = self.spare or self._fork_note(), None
         child = self.child
         start = time.perf_counter()
-        request = {k: v for k, v in req.items() if k not in ("type", "new_session")}
+        request = {k: v for k, v in req.items() if k not in ("type", "new_process")}
         request.update(type="run", device=device, nonce=os.urandom(8).hex())
         try:
             send(child.fd, request)
