@@ -516,15 +516,24 @@ def main() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # before torch is imported: see the docstring
     replies = os.fdopen(os.dup(1), "wb")
+    log = os.fdopen(os.dup(2), "w")  # the parent's log of this worker: why it could not go on
     # From here on fds 1 and 2 go to a scratch file: stray output cannot corrupt the protocol.
     scratch = tempfile.TemporaryFile()
     os.dup2(scratch.fileno(), 1)
     os.dup2(scratch.fileno(), 2)
-    zygote = Zygote(0, replies)
+    zygote = None
     try:
+        zygote = Zygote(0, replies)
         zygote.serve()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc(file=log)
+        log.flush()
+        raise
     finally:
-        zygote.close()
+        if zygote is not None:
+            zygote.close()
         # the whole process group: a block's own subprocesses end with the worker
         if os.getpgrp() == os.getpid():
             os.killpg(os.getpgrp(), signal.SIGKILL)
