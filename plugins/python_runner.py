@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kernelnotes.limits import block_limits, run_limits
@@ -51,8 +52,9 @@ class PythonRunner:
             ),
             "OMP_NUM_THREADS": threads,
         }
-        # the index: a block's process may not write it (kernelnotes.sandbox)
-        env["KERNELNOTES_PROTECT"] = str(pipeline.settings.db_path)
+        # what a block's process may not write (kernelnotes.sandbox): the index, the recorded results
+        # merged into every build, and the code that checks results
+        env["KERNELNOTES_PROTECT"] = os.pathsep.join(str(p) for p in protected_paths(pipeline))
         self.limits = run_limits(pipeline.settings, options)
         if pipeline.settings.plugins_dir:
             env["KERNELNOTES_PLUGINS_DIR"] = str(pipeline.settings.plugins_dir)
@@ -140,6 +142,20 @@ class PythonRunner:
     def close(self) -> None:
         for worker in self.all:
             worker.close()
+
+
+def protected_paths(pipeline: Pipeline) -> list[Path]:
+    """The index, the results folder (settings' `results_dir` when it has one, else `results/`) and
+    the folders of the kernelnotes package (its core, kernels/ and plugins/)."""
+    import importlib.util
+
+    settings = pipeline.settings
+    results_dir = getattr(settings, "results_dir", None) or settings.root / "results"
+    paths = [Path(settings.db_path), Path(results_dir)]
+    for name in ("kernelnotes", "kernelnotes.kernels", "kernelnotes.plugins"):
+        spec = importlib.util.find_spec(name)
+        paths += [Path(p) for p in (spec.submodule_search_locations or [] if spec else [])]
+    return paths
 
 
 def _display_path(note: Note, pipeline: Pipeline) -> str:

@@ -142,3 +142,15 @@ def test_blocks_still_write_files_elsewhere(project):
     outcomes, _ = run(project.root)
     assert outcomes[0].result.ok, outcomes[0].result.error
     assert (project.notes / "out" / "x.txt").read_text() == "ok"
+
+
+@pytest.mark.skipif(landlock_abi() < 1, reason="Landlock is not available in this kernel")
+def test_a_block_cannot_write_recorded_results_or_the_checking_code(tmp_path):
+    import kernelnotes.kernels.testing as testing
+
+    root = hostile_project(tmp_path, "g_overwrite_code.md")
+    (root / "results").mkdir()
+    source = Path(testing.__file__).read_bytes()
+    (outcome,) = run(root)[0]
+    assert outcome.result.stdout == "refused PermissionError\nrefused PermissionError\n"
+    assert list((root / "results").iterdir()) == [] and Path(testing.__file__).read_bytes() == source

@@ -27,11 +27,12 @@ import ctypes
 import errno
 import os
 import signal
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # the same on every arch
-_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 1, 4, 38
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
 _RULE_PATH_BENEATH = 1
 _CREATE_RULESET_VERSION = 1
 
@@ -54,22 +55,38 @@ class _PathBeneath(ctypes.Structure):
 
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; 0 when Landlock is not available."""
+    if not sys.platform.startswith("linux"):
+        return 0  # the system call numbers below are Linux's
     version = _libc.syscall(
         _SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)
     )
     return max(0, int(version))
 
 
+def prctl(option: int, value: int) -> int:
+    """prctl(2) where there is one (Linux); -1 elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return -1
+    return int(_libc.prctl(option, value, 0, 0, 0))
+
+
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
-    _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def set_dumpable(dumpable: bool) -> None:
-    _libc.prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
+    prctl(_PR_SET_DUMPABLE, int(dumpable))
+
+
+def set_child_subreaper() -> None:
+    prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
 class WriteGuard:
-    """Built once in the zygote (it walks folders); `apply()` in each note's process is one system call."""
+    """Built once in the zygote (it walks folders); `apply()` in each note's process is one system call.
+
+    `protected` are files (the index: its SQLite side files are protected with it) or folders
+    (a results folder, the package's code), which become read-only as a whole."""
 
     def __init__(self, protected: Iterable[Path], writable: Iterable[Path] = ()) -> None:
         self.fd = -1
@@ -109,18 +126,21 @@ class WriteGuard:
         entries leading to them (and the protected files themselves, with their SQLite side files)."""
         keep: dict[Path, set[str]] = {}
         for path in files:
-            for name in (path.name, *(path.name + s for s in ("-journal", "-wal", "-shm"))):
+            sidecars = () if path.is_dir() else ("-journal", "-wal", "-shm")
+            for name in (path.name, *(path.name + s for s in sidecars)):
                 keep.setdefault(path.parent, set()).add(name)
             for parent in path.parent.parents:
                 below = path.parent.relative_to(parent).parts[0]
                 keep.setdefault(parent, set()).add(below)
         for folder, skip in keep.items():
+            if folder in files:
+                continue  # a protected folder: no rule inside it at all
             try:
                 entries = list(os.scandir(folder))
             except OSError:
                 continue
             for entry in entries:
-                if entry.name in skip or entry.is_symlink():
+                if entry.name in skip or entry.is_symlink() or Path(entry.path) in files:
                     continue
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)

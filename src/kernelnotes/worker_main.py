@@ -84,7 +84,7 @@ class Zygote:
         import kernelnotes.kernels  # noqa: F401
         from kernelnotes.plugins.manager import get_plugin_manager
         from kernelnotes.registry import load_kernels
-        from kernelnotes.sandbox import WriteGuard, set_dumpable
+        from kernelnotes.sandbox import WriteGuard, set_child_subreaper, set_dumpable
 
         self.pm = get_plugin_manager(os.environ.get("KERNELNOTES_PLUGINS_DIR") or None)
         self.kernels = load_kernels(self.pm)  # every op module imported once, here
@@ -94,7 +94,7 @@ class Zygote:
         self.guard = WriteGuard(protected, writable=[Path(self.tmp)])
         self.environment["write_guard"] = "on" if self.guard.active else self.guard.reason
         set_dumpable(False)
-        _set_subreaper()  # a block's orphaned subprocesses come back to us, to be ended with its session
+        set_child_subreaper()  # a block's orphaned subprocesses come back to us, to be ended with its session
         gc.freeze()  # forked children do not copy-on-write the zygote's objects when they collect
         self.child: Child | None = None
         self.spare: Child | None = None
@@ -422,12 +422,6 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _set_subreaper() -> None:
-    import ctypes
-
-    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 def _environment(zygote: Zygote) -> dict[str, Any]:
