@@ -1,7 +1,7 @@
 """Process hardening for the snippet processes, through Linux system calls (ctypes, no dependency).
 
 - `WriteGuard`: a Landlock ruleset that lets a note's process write anywhere except the index
-  (and its SQLite side files). Landlock (Linux >= 5.13, on by default in Ubuntu, Debian, Fedora) is an
+  (and its SQLite side files), the recorded results folder and the package's code. Landlock (Linux >= 5.13, on by default in Ubuntu, Debian, Fedora) is an
   unprivileged, per-process sandbox: once a process restricts itself it cannot undo it, and every
   process it starts inherits it, so neither `sqlite3.connect(index)` nor a shell `sqlite3` child
   can open the file for writing, create its journal, or replace it. The kernel checks the real path,
