@@ -149,3 +149,15 @@ def test_kill_9_of_kn_run_leaves_no_process_and_a_consistent_index(project):
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     rerun = kn(project.root, "run", "notes/ok.md")
     assert rerun.exit_code == 0, rerun.output
+
+
+def test_pytest_notes_honours_the_memory_limit_of_mkdocs_yml(pytester):
+    pytester.makefile(
+        ".yml",
+        mkdocs="site_name: t\ndocs_dir: notes\nplugins:\n  - kernelnotes:\n      db: kn.db\n"
+        "      memory_limit_mb: 4096\n",
+    )
+    (pytester.mkdir("notes") / "big.md").write_text(BIG, encoding="utf-8")
+    result = pytester.runpytest_subprocess("notes")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*MemoryError*"])
