@@ -3,7 +3,8 @@
     python benchmarks/pipeline.py            # the repository's notes (several minutes)
     python benchmarks/pipeline.py --quick    # a tiny generated site (the test suite runs this)
 
-Measures the warm worker's per-snippet overhead, a cold build (nothing cached), a rebuild with
+Measures the warm worker's per-snippet overhead, the cost of a note's fresh process (each note runs
+in its own process forked from the worker's zygote), a cold build (nothing cached), a rebuild with
 nothing changed, a build with the kernelnotes plugin switched off, a rebuild after editing one note,
 and — when markdown-exec is installed — the same notes built by markdown-exec, which executes every
 block in-process on every build. Each build is a fresh `mkdocs build` process, as CI and `serve` see it.
@@ -85,8 +86,9 @@ def variant(root: Path, name: str, option: str, extra_plugin: str = "") -> Path:
     return path
 
 
-def snippet_overhead(n: int = 40) -> tuple[float, float]:
-    """Median and p90 per-block overhead (ms) of a warm worker beyond the block's own run time."""
+def _overhead(texts: list[str], per_block: bool) -> tuple[float, float]:
+    """Median and worst overhead (ms, per block or per note) of a warm worker beyond the blocks' own
+    run time, over 3 runs of these notes (the first run, which starts the worker, is not counted)."""
     from kernelnotes.index import Index
     from kernelnotes.parse import IncludeResolver, parse_markdown
     from kernelnotes.pipeline import RunOptions
@@ -98,21 +100,32 @@ def snippet_overhead(n: int = 40) -> tuple[float, float]:
         (root / "notes").mkdir()
         settings = load_settings(notes=root / "notes", db=root / "kn.db", cwd=root)
         pipeline = make_pipeline(settings, Index(None), RunOptions(force=True))
-        text = "\n\n".join(f'```python exec="on"\nvalue_{i} = {i} + 1\n```' for i in range(n))
-        note = parse_markdown(text, "bench.md", IncludeResolver(root, root)).note
-        assert note is not None
+        parsed = [
+            parse_markdown(t, f"bench{i}.md", IncludeResolver(root, root)).note for i, t in enumerate(texts)
+        ]
+        notes = [n for n in parsed if n is not None]
         try:
-            pipeline.run([note])  # start the worker (imports torch once)
+            pipeline.run(notes)  # start the worker (imports torch once)
             overheads = []
             for _ in range(3):
                 start = time.perf_counter()
-                outcomes = pipeline.run([note])
+                outcomes = pipeline.run(notes)
                 wall = time.perf_counter() - start
                 own = sum(o.result.duration for o in outcomes if o.result)
-                overheads.append((wall - own) / n * 1e3)
+                overheads.append((wall - own) / (len(outcomes) if per_block else len(notes)) * 1e3)
         finally:
             pipeline.close()
     return statistics.median(overheads), max(overheads)
+
+
+def snippet_overhead(n: int = 40) -> tuple[float, float]:
+    """Per-block overhead (ms): one note of n blocks, each its own session."""
+    return _overhead(["\n\n".join(f'```python exec="on"\nvalue_{i} = {i} + 1\n```' for i in range(n))], True)
+
+
+def note_overhead(n: int = 20) -> tuple[float, float]:
+    """Per-note overhead (ms): n notes of one block each, so each block runs in a freshly forked process."""
+    return _overhead([f'```python exec="on"\nvalue = {i} + 1\n```' for i in range(n)], False)
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, float, str]]:
@@ -125,6 +138,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, str]]:
     overhead, worst = snippet_overhead(10 if args.quick else 40)
     rows.append(
         ("per-block overhead, warm worker", overhead / 1e3, f"≤ 30 ms (worst of 3 runs {worst:.1f} ms)")
+    )
+    per_note, worst = note_overhead(5 if args.quick else 20)
+    rows.append(
+        (
+            "per-note overhead (a fresh forked process)",
+            per_note / 1e3,
+            f"one-block notes (worst of 3 runs {worst:.1f} ms)",
+        )
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

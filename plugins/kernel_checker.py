@@ -1,8 +1,12 @@
-"""Built-in plugin: checks a snippet's function against a reference kernel (runs in the worker).
+"""Built-in plugin: checks a snippet's function against a reference kernel (runs in the checker).
 
 For each dtype the kernel supports on the device, the function is called on the kernel's own
 example inputs and compared with the fp32 reference within the kernel's dtype-aware tolerance.
 Times of the snippet, the torch reference and the Triton kernel are measured side by side.
+
+In the worker this hook runs in the checker process (kernelnotes.checker_process), never in the
+note's: `function` is then a proxy that calls the note's function in the note's process and brings
+back its outputs as tensors, and its `timed()` measures the call where it runs.
 """
 
 from __future__ import annotations
@@ -38,9 +42,7 @@ def check_snippet(
             for example in kernel.examples(device, dtype, seed):
                 shape = _shapes(example.args)
                 try:
-                    out, snippet_ms = _timed(
-                        partial(function, *example.args, **example.kwargs), device, repeats
-                    )
+                    out, snippet_ms = _timed_function(function, example, device, repeats)
                 except Exception as exc:
                     message = f"{getattr(function, '__name__', 'function')}{_signature(example)} raised {type(exc).__name__}: {exc}"
                     cases.append(CheckCase(example.label, dtype_name, shape, False, message=message))
@@ -78,6 +80,10 @@ def _compare(
     # which is about matching torch's rounding): that is the tolerance readers see in the table.
     result = compare(out_t.detach().to(ref_t.device), ref_t, None, tol)
     bound = tol.atol + tol.rtol * ref_t.float().abs().max().item() if ref_t.numel() else tol.atol
+    # what was compared, so a pass says what it stands for
+    which = f"output[0] of {len(out)}" if isinstance(out, tuple | list) else "the output"
+    shape_of = "x".join(map(str, out_t.shape)) or "scalar"
+    compared = f"compared {which} ({shape_of} {dtype_name}) with the reference, tolerance {bound:.3g}"
     return CheckCase(
         label,
         dtype_name,
@@ -86,12 +92,23 @@ def _compare(
         result.max_abs,
         result.max_rel,
         bound,
-        "" if result.ok else result.message,
+        compared if result.ok else f"{result.message} ({compared})",
     )
 
 
 def _first_tensor(value: Any) -> Any:
     return value[0] if isinstance(value, tuple | list) and value else value
+
+
+def _timed_function(
+    function: Callable[..., Any], example: Any, device: str, repeats: int
+) -> tuple[Any, float]:
+    """The function's value and median time; a proxy with `timed()` measures where the call runs."""
+    timed = getattr(function, "timed", None)
+    if callable(timed):
+        value, ms = timed(example.args, example.kwargs, repeats)
+        return value, float(ms)
+    return _timed(partial(function, *example.args, **example.kwargs), device, repeats)
 
 
 def _timed(fn: Callable[[], Any], device: str, repeats: int) -> tuple[Any, float]:

@@ -1,12 +1,16 @@
-"""Built-in plugin: runs Python blocks in persistent worker processes (torch imported once each)."""
+"""Built-in plugin: runs Python blocks in worker zygotes (torch imported once each), one forked
+process per note (see kernelnotes.worker_main)."""
 
 from __future__ import annotations
 
 import os
 import queue
 import threading
+import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kernelnotes.limits import block_limits, run_limits
 from kernelnotes.plugins.hookspecs import hookimpl
 from kernelnotes.results import FAILED, RunResult
 from kernelnotes.worker import WorkerError, WorkerProcess
@@ -17,6 +21,9 @@ if TYPE_CHECKING:
 
 LANGUAGES = {"python", "py", "python3", "pycon"}
 STASH_KEY = "python-runner"
+# The worker enforces each block's timeout itself and stays warm; the parent waits this much longer
+# before it declares the whole worker hung and replaces it.
+WORKER_GRACE_S = 30.0
 
 
 @hookimpl
@@ -35,7 +42,7 @@ def choose_runner(snippet: Snippet, context: RunContext) -> PythonRunner | None:
 
 
 class PythonRunner:
-    """A pool of `jobs` workers. A worker is replaced when it dies, times out, or when the project's
+    """A pool of `jobs` workers. A worker is replaced when it dies, hangs, or when the project's
     own code (kernels, plugins) changed since it started, so no stale module is ever served."""
 
     def __init__(self, context: RunContext) -> None:
@@ -50,8 +57,10 @@ class PythonRunner:
             ),
             "OMP_NUM_THREADS": threads,
         }
-        if options.memory_limit_mb:
-            env["KERNELNOTES_MEMORY_LIMIT_MB"] = str(options.memory_limit_mb)
+        # what a block's process may not write (kernelnotes.sandbox): the index, the recorded results
+        # merged into every build, and the code that checks results
+        env["KERNELNOTES_PROTECT"] = os.pathsep.join(str(p) for p in protected_paths(context))
+        self.limits = run_limits(context.settings, options)
         if context.settings.plugins_dir:
             env["KERNELNOTES_PLUGINS_DIR"] = str(context.settings.plugins_dir)
         self.workers: queue.Queue[WorkerProcess] = queue.Queue()
@@ -60,6 +69,8 @@ class PythonRunner:
             self.workers.put(worker)
         self.project_hash = ""
         self._lock = threading.Lock()
+        # per worker: the note its current process belongs to, and the last block index it ran
+        self._last: dict[int, tuple[weakref.ref[Note], int]] = {}
 
     def run_session(self, note: Note, snippets: list[Snippet], context: RunContext) -> list[RunResult]:
         """Called from the pipeline's job threads: each takes a worker of its own from the pool."""
@@ -75,19 +86,27 @@ class PythonRunner:
     ) -> list[RunResult]:
         options = context.options
         results: list[RunResult] = []
+        if not snippets:
+            return results
         display_path = _display_path(note, context)
         try:
-            # every session starts from a clean namespace, with snippet modules imported afresh
-            worker.request({"type": "reset", "purge_prefixes": [str(context.settings.snippets_dir)]}, 60)
+            if not worker.alive:
+                worker.start()
         except WorkerError as exc:
             return [
                 RunResult(status=FAILED, error=f"could not start the Python worker: {exc}") for _ in snippets
             ]
+        # A note's sessions share one process forked for the note, in page order (each in its own
+        # namespace); any other note, or this note again in a later run, gets a fresh process.
+        last = self._last.pop(id(worker), None)
+        same_note = last is not None and last[0]() is note and snippets[0].index > last[1]
         lost = ""
         for snippet in snippets:
             block = context.block_options(snippet)
-            timeout = block.timeout or options.timeout
+            limits = block_limits(snippet, self.limits)
+            timeout = limits["timeout"]
             request = {
+                **limits,
                 "type": "run",
                 "code": snippet.code,
                 "session": snippet.session,
@@ -99,17 +118,23 @@ class PythonRunner:
                 "check": block.check,
                 "bench": block.bench,
                 "output_limit": options.output_limit,
+                # a note's first block runs in a freshly forked process: clean modules and state
+                "new_process": snippet is snippets[0] and not same_note,
             }
             if lost:
                 # the session's namespace died with the worker: running on would only give NameErrors
                 results.append(RunResult(status=FAILED, error=f"not run: {lost}", retry=True))
                 continue
             try:
-                reply = worker.request(request, timeout)
+                reply = worker.request(request, timeout + WORKER_GRACE_S)
                 results.append(RunResult.from_dict(reply["result"]))
+                if reply["result"].get("lost"):
+                    lost = f"an earlier block of this session (line {snippet.start_line}) ended its process"
             except WorkerError as exc:
                 results.append(RunResult(status=FAILED, error=f"{exc}", duration=timeout, retry=True))
                 lost = f"an earlier block of this session (line {snippet.start_line}) ended the worker"
+        if not lost:
+            self._last[id(worker)] = (weakref.ref(note), snippets[-1].index)
         return results
 
     def _restart_if_project_changed(self, context: RunContext) -> None:
@@ -124,6 +149,22 @@ class PythonRunner:
     def close(self) -> None:
         for worker in self.all:
             worker.close()
+
+
+def protected_paths(context: RunContext) -> list[Path]:
+    """The index, the results folder (settings' `results_dir` when it has one, else `results/`) and
+    the folders of the kernelnotes package (its core, kernels/ and plugins/)."""
+    import importlib.util
+
+    settings = context.settings
+    results_dir = settings.results_dir or settings.root / "results"
+    paths = [Path(settings.db_path), Path(results_dir)]
+    if settings.plugins_dir is not None:
+        paths.append(settings.plugins_dir)  # local plugins register kernels the checker uses
+    for name in ("kernelnotes", "kernelnotes.kernels", "kernelnotes.plugins"):
+        spec = importlib.util.find_spec(name)
+        paths += [Path(p) for p in (spec.submodule_search_locations or [] if spec else [])]
+    return paths
 
 
 def _display_path(note: Note, context: RunContext) -> str:

@@ -3,8 +3,8 @@
 The key covers the snippet's code with its includes resolved, its attributes and language, the key
 of the block before it in its session (so a change to an earlier block re-runs the later ones), the
 source of the project modules it imports (files under snippets/; kernels/, plugins/ and the worker
-modules for `import kernelnotes...` or a `check=`), torch and triton versions and the
-device class. Peers that hash only the cell's text serve stale results after an included or
+modules for `import kernelnotes...` or a `check=`), torch and triton versions, the
+device class and the execution limits (timeout, memory limit). Peers that hash only the cell's text serve stale results after an included or
 imported file changes (Quarto #6793, MyST-NB #299/#621); this is the fix.
 """
 
@@ -20,10 +20,20 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from kernelnotes.blockattrs import AttributeSpec, key_attrs
+from kernelnotes.limits import Limits, block_limits
 from kernelnotes.note import Snippet
 
 # Core modules whose code shapes a result; the rest (CLI, index, site glue) cannot change one.
-_RESULT_MODULES = ("worker_main.py", "results.py", "kernelspec.py", "registry.py")
+_RESULT_MODULES = (
+    "worker_main.py",
+    "note_process.py",
+    "checker_process.py",
+    "protocol.py",
+    "sandbox.py",
+    "results.py",
+    "kernelspec.py",
+    "registry.py",
+)
 
 
 def result_sources() -> list[Path]:
@@ -72,11 +82,13 @@ class KeyMaker:
         device: str = "auto",
         sources: Sequence[Path] | None = None,
         declared: Iterable[AttributeSpec] = (),
+        limits: Limits | None = None,
     ) -> None:
         self.snippets_dir = snippets_dir
         self.device = device
         self.sources = list(sources) if sources is not None else result_sources()
         self.declared = tuple(declared)
+        self.limits = limits or Limits()
         self._file_hashes: dict[Path, str] = {}
         self._project: str | None = None
         self.environment = {"torch": package_version("torch"), "triton": package_version("triton")}
@@ -93,7 +105,9 @@ class KeyMaker:
             code_key = self.code_key(snippet, previous.get(snippet.session, ""))
             previous[snippet.session] = code_key
             device = resolve_device_class(snippet.options.device or self.device)
-            out.append((_digest({"code": code_key, "device": device}), code_key))
+            # the limits it ran under: a pass without a memory limit says nothing about a run with one
+            limits = block_limits(snippet, self.limits)
+            out.append((_digest({"code": code_key, "device": device, "limits": limits}), code_key))
         return out
 
     def code_key(self, snippet: Snippet, previous: str = "") -> str:

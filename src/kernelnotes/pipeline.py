@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kernelnotes.blockattrs import BlockOptions
 from kernelnotes.cache import KeyMaker
+from kernelnotes.limits import run_limits
 from kernelnotes.note import Note, Snippet
 from kernelnotes.results import FAILED, RunResult
 from kernelnotes.runs import RunStore
@@ -150,6 +151,7 @@ class Pipeline:
             self.options.device,
             sources=self._sources,
             declared=self.app.attribute_specs,
+            limits=run_limits(self.settings, self.options),
         )
 
     def snippets(self, note: Note) -> list[Snippet]:

@@ -1,8 +1,9 @@
-"""The parent's handle on a snippet worker process (see worker_main.py for the other side).
+"""The parent's handle on a snippet worker (see worker_main.py for the other side).
 
-The worker imports torch once and serves many snippets. A snippet that hangs past its timeout, or
-kills its process (segfault, os.abort(), os._exit), costs only that worker: it is replaced, and
-the caller gets a clear error instead of a hang or a crash.
+The worker is a zygote: it imports torch once and forks a process per session, and it enforces
+block timeouts and survives crashes of those processes itself. This handle is the last line: a
+worker that stops answering (or dies) within the request's time is killed with its whole process
+group and replaced, and the caller gets a clear error instead of a hang or a crash.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kernelnotes.worker_main import read_message, write_message
+from kernelnotes.protocol import read_message, write_message
 
 
 class WorkerError(RuntimeError):
