@@ -11,7 +11,6 @@ back its outputs as tensors, and its `timed()` measures the call where it runs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from kernelnotes.kernelspec import KernelSpec
 from kernelnotes.plugins.hookspecs import hookimpl
 from kernelnotes.results import CheckCase
+from kernelnotes.timing import timed, times_kernels
 
 SEEDS = (0,)
 
@@ -50,9 +50,11 @@ def check_snippet(
                 ref, reference_ms = _timed(
                     partial(kernel.reference, *example.args, **example.kwargs), device, repeats
                 )
-                _, kernel_ms = _timed(
-                    partial(kernel.implementation, *example.args, **example.kwargs), device, repeats
-                )
+                kernel_ms = None  # on CPU the interpreter runs it: not timed (kernelnotes.timing)
+                if times_kernels(device):
+                    _, kernel_ms = _timed(
+                        partial(kernel.implementation, *example.args, **example.kwargs), device, repeats
+                    )
                 cases.append(_compare(out, ref, tol, dtype, example.label, dtype_name, shape, compare))
                 cases[-1].snippet_ms, cases[-1].reference_ms, cases[-1].kernel_ms = (
                     snippet_ms,
@@ -112,19 +114,7 @@ def _timed_function(
 
 
 def _timed(fn: Callable[[], Any], device: str, repeats: int) -> tuple[Any, float]:
-    """Median wall time in ms, synchronising the GPU around each call."""
-    import torch
-
-    times, value = [], None
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        value = fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return value, sorted(times)[len(times) // 2]
+    return timed(fn, device, repeats)  # the one timing method (do_bench after a warm-up on CUDA)
 
 
 def _shapes(args: tuple[Any, ...]) -> str:

@@ -26,6 +26,7 @@ from kernelnotes.note import Snippet
 # Core modules whose code shapes a result; the rest (CLI, index, site glue) cannot change one.
 _RESULT_MODULES = (
     "worker_main.py",
+    "timing.py",
     "note_process.py",
     "checker_process.py",
     "protocol.py",
