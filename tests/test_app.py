@@ -231,7 +231,7 @@ def test_plain_markdown_shows_recorded_results_by_identity(project):
         ResultsView.activate(None)
     for page in (html, html_moved):
         assert page.count("<details") == 2 and ">42\n" in page and "passed" in page, page
-    # an edited earlier block of the session: the later block's recorded result is not current
+    # an edited earlier block of the session: the later block's recorded result is not for this code
     edited = text.replace("x = 40", "x = 41")
     ResultsView.activate(ResultsView(app))
     try:
@@ -240,7 +240,8 @@ def test_plain_markdown_shows_recorded_results_by_identity(project):
         )
     finally:
         ResultsView.activate(None)
-    assert "stale" in html_edited and ">42\n" in html_edited
+    # ... and is not shown as current either: no result exists for this code yet
+    assert "not run yet" in html_edited and ">42\n" not in html_edited
 
 
 def test_include_through_a_symlink_out_of_the_project_is_refused_by_the_site(project, tmp_path_factory):

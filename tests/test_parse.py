@@ -147,7 +147,7 @@ def test_excerpt_of_one_long_paragraph_is_cut_at_a_sentence():
         ("python exec=on linenums='1' hl", "python", {"exec": "on", "linenums": "1", "hl": True}),
         ('{.python .extra #code exec="on"}', "python", {"exec": "on", "id": "code"}),
         ("", "", {}),
-        ("Bash", "bash", {}),
+        ("Bash", "Bash", {}),  # as written: superfences matches languages case-sensitively
     ],
 )
 def test_parse_info(info, language, attrs):

@@ -146,7 +146,7 @@ def test_check_passes_for_a_correct_function_and_fails_for_a_wrong_one(ran):
         case.max_abs is not None
         and case.bound > 0
         and case.snippet_ms is not None
-        and case.kernel_ms is not None
+        and case.kernel_ms is None  # the Triton kernel under the CPU interpreter is not timed
     )
     assert not wrong.ok and any(not c.ok for c in wrong.check) and not wrong.error
 

@@ -62,7 +62,7 @@ def test_a_changed_timeout_reruns_and_the_key_holds_every_limit(project):
     assert "1 executed" in kn(project.root, "run", "--timeout", "30").output
     snippet = parse_markdown('```python exec="on"\nx = 1\n```\n', "k.md", project.resolver()).note.snippets
     keys = {
-        KeyMaker(project.snippets, "cpu", limits).keys(snippet)[0][0]
+        KeyMaker(project.snippets, "cpu", limits=limits).keys(snippet)[0][0]
         for limits in (Limits(), Limits(timeout=30), Limits(memory_limit_mb=512))
     }
     assert len(keys) == 3

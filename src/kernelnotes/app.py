@@ -120,6 +120,7 @@ class App:
 
     def update_index(self) -> IndexReport:
         """Bring the index up to date with notes/ (incremental) and merge recorded results."""
+        self.resolver.clear()  # included files may have changed since the last update (mkdocs serve)
         report = self.index.update(
             self.settings.notes_dir, self.resolver, max_note_bytes=int(self.settings.max_note_mb * 1e6)
         )

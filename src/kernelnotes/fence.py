@@ -66,13 +66,15 @@ def validator(
     language: str, inputs: dict[str, str], options: dict[str, Any], attrs: dict[str, Any], md: Markdown
 ) -> bool:
     """Take a block whose attributes say exec="on"; every attribute goes to `options`."""
+    # superfences gives a bare flag its own name as value (`bench` -> "bench"), or None in the brace
+    # form: a flag means on, as the parser reads it
+    values = {k: (True if v is None or v == k else v) for k, v in inputs.items()}
     try:
-        if not parse_bool(inputs.get("exec", "off")):
+        if not parse_bool(values.get("exec", "off")):
             return False
     except ValueError:
         return False
-    # superfences gives a bare flag its own name as value (`bench` -> "bench"): a flag means on
-    options.update({k: (True if v == k else v) for k, v in inputs.items()})
+    options.update(values)
     return True
 
 
@@ -80,7 +82,7 @@ def formatter(
     src: str, language: str, class_name: str, options: dict[str, Any], md: Markdown, **kwargs: Any
 ) -> str:
     """The highlighted source, then the block's result, as the block's `show=` asks."""
-    view = ResultsView.current()
+    view = getattr(md, "kernelnotes_view", None) or ResultsView.current()
     show = str(options.get("show", "both"))
     source = _highlight(src, language, options, md, kwargs)
     if view is None:
@@ -148,6 +150,7 @@ class ResultsView:
         self.figure_link = figure_link
         self._keys: KeyMaker | None = None
         self._md: Markdown | None = None
+        self._render_lock = threading.Lock()
 
     # ---- which view --------------------------------------------------------------------------
 
@@ -226,29 +229,13 @@ class ResultsView:
         outcome.others = [(r, stale) for r, stale in others if r.device != shown]
         if outcome.result is None and outcome.others:
             outcome.result, outcome.stale = outcome.others.pop(0)
-        if outcome.result is None:
-            recorded = self._recorded_for_code(src)
-            if recorded is not None:
-                outcome.result, outcome.stale = recorded, True
         return outcome
 
-    def _recorded_for_code(self, src: str) -> Any:
-        """The newest result recorded for a block with this code in any indexed note (stale: its
-        key differs, e.g. other library versions or an edited earlier block of its session)."""
-        from kernelnotes.parse import sha256
-
-        rows = self.app.index.db.query(
-            "select notes.path, snippets.idx from snippets join notes on notes.id = snippets.note_id"
-            " where snippets.code_sha = ?",
-            [sha256(src.strip("\n").encode())],
-        )
-        for row in rows:
-            latest = self.app.store.latest(row["path"], row["idx"])
-            if latest:
-                return latest[0]
-        return None
-
     def render_html(self, outcome: Outcome, md: Markdown) -> str:
+        with self._render_lock:  # one converter per view: renders one result at a time
+            return self._render_html(outcome, md)
+
+    def _render_html(self, outcome: Outcome, md: Markdown) -> str:
         markdown = (
             self.app.pm.hook.render_result(
                 outcome=outcome, figure_link=self.figure_link, language=self.app.settings.language

@@ -64,6 +64,7 @@ class BlockKeysPreprocessor(Preprocessor):
             for content, keys in view.page_keys(lines):
                 blocks.setdefault(content, deque()).append(keys)
         self.md.kernelnotes_blocks = blocks
+        self.md.kernelnotes_view = view  # the view of this extension's `config`, for the fence
         return lines
 
 
@@ -93,6 +94,7 @@ class KernelNotesExtension(Extension):
 
     def reset(self) -> None:
         self.md.kernelnotes_blocks = {}
+        self.md.kernelnotes_view = None
 
 
 def makeExtension(**kwargs: Any) -> KernelNotesExtension:

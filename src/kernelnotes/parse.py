@@ -70,12 +70,22 @@ class IncludeResolver:
         self.snippets_dir = snippets_dir.resolve()
         self._cache: dict[Path, tuple[str, str] | None] = {}
 
+    def clear(self) -> None:
+        """Forget the files read (a long-lived App re-reads them for every index update)."""
+        self._cache.clear()
+
     def read(self, spec: str) -> tuple[str, str, str] | None:
-        """Return (relative path, text, sha) of the file named by `spec` (no line/section suffix)."""
+        """Return (relative path, text, sha) of the file named by `spec` (no line/section suffix).
+
+        Never outside the project (the real path is checked, so no symlink leads out) and never a
+        hidden file or folder (`.env`, `.git/`, `.kernelnotes/`): those hold secrets and state.
+        """
         for base in (self.root, self.snippets_dir):
             candidate = (base / spec).resolve()
             if not candidate.is_relative_to(self.root) or not candidate.is_file():
                 continue  # never read outside the project, whatever the note asks
+            if any(part.startswith(".") for part in candidate.relative_to(self.root).parts):
+                continue
             if candidate not in self._cache:
                 try:
                     data = candidate.read_bytes()
@@ -368,7 +378,10 @@ def parse_info(info: str) -> tuple[str, dict[str, AttrValue]]:
                 language = m["flag"]
             else:
                 attrs[m["flag"]] = True
-    return language.lower(), attrs
+    return language, attrs
+
+
+BARE_VALUE = re.compile(r"""(?<![\w"'])([A-Za-z_][\w.-]*)=(?!["'])([^\s}]+)""")
 
 
 def extract_snippets(
@@ -400,6 +413,16 @@ def extract_snippets(
         snippet = Snippet(
             len(snippets), language, attrs, first_line + i, first_line + end, code, includes, source_map
         )
+        info = m["info"].strip()
+        if "exec" in attrs and not info.startswith("{"):
+            # superfences reads only quoted values in an info string: unquoted, the page would show
+            # the block without its result, so say so instead of running what nobody will see
+            problems += [
+                Problem(
+                    relpath, first_line + i, f"code block attribute {k}={v} needs quotes", f'write {k}="{v}"'
+                )
+                for k, v in BARE_VALUE.findall(info)
+            ]
         if "exec" in attrs:  # our block: every bad attribute is one line, the block is not run
             problems += [
                 Problem(relpath, first_line + i, f"code block attribute {err}")
