@@ -256,3 +256,33 @@ def test_include_through_a_symlink_out_of_the_project_is_refused_by_the_site(pro
     finally:
         ResultsView.activate(None)
     assert "TOP-SECRET-VALUE" not in html and "leak.py" in html
+
+
+def test_an_edited_include_is_seen_by_a_long_lived_app(project):
+    """mkdocs serve keeps one App across rebuilds: an edited snippet file must reach the next one."""
+    project.snippet("a.py", "x = 1\n")
+    project.note("a.md", '# A\n\n```python exec="on"\n--8<-- "a.py"\nprint(x)\n```\n')
+    app = App.load(notes=project.notes, db=project.root / "kn.db", cwd=project.root)
+    app.update_index()
+    assert app.index.parsed_notes(app.resolver)[0].snippets[0].code.startswith("x = 1")
+    project.snippet("a.py", "x = 2\n")
+    app.update_index()
+    assert app.index.parsed_notes(app.resolver)[0].snippets[0].code.startswith("x = 2")
+
+
+def test_hidden_files_are_never_included(project):
+    (project.root / ".env").write_text("SECRET=hunter2\n")
+    project.note("a.md", '# A\n\n```python exec="on"\n--8<-- ".env"\n```\n')
+    app = App.load(notes=project.notes, db=project.root / "kn.db", cwd=project.root)
+    report = app.update_index()
+    assert any('include ".env" not found' in str(p) for p in report.problems)
+    assert "hunter2" not in app.index.parsed_notes(app.resolver)[0].snippets[0].code
+
+
+def test_unquoted_attribute_values_are_reported(project):
+    # superfences reads only quoted values: such a block would run without its result on the page
+    project.note("a.md", "# A\n\n```python exec=on session=s\nprint(1)\n```\n")
+    app = App.load(notes=project.notes, db=project.root / "kn.db", cwd=project.root)
+    lines = [str(p) for p in app.update_index().problems]
+    assert 'a.md:3: error: code block attribute exec=on needs quotes (write exec="on")' in lines
+    assert any("session=s needs quotes" in line for line in lines)
