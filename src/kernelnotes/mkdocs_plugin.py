@@ -23,7 +23,7 @@ from mkdocs.plugins import BasePlugin, CombinedEvent, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
-from kernelnotes import blog
+from kernelnotes import blog, site_cache
 from kernelnotes.index import Index
 from kernelnotes.inline import inline_results, report_markdown
 from kernelnotes.parse import IncludeResolver
@@ -50,6 +50,7 @@ class KernelNotesConfig(Config):
     memory_limit_mb = c.Type(int, default=0)  # address-space limit of CPU workers (0: none)
     report_page = c.Type(str, default="execution.md")
     results_dir = c.Optional(c.Type(str))  # committed results (`kn results export`) merged at each build
+    site_cache = c.Type(bool, default=True)  # memoise page renders, excerpts, search entries (site_cache.py)
 
 
 class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
@@ -72,7 +73,20 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             # prints the block as a paragraph, raw HTML included; relaxed, it highlights the code.
             config.mdx_configs.setdefault("pymdownx.superfences", {})["relaxed_headers"] = True
         self._figure_base = (urlsplit(config.site_url or "").path or "/").rstrip("/") + f"/{FIGURES_DIR}/"
+        self._configure_site_cache(config)
         return config
+
+    def _configure_site_cache(self, config: MkDocsConfig) -> None:
+        if self.config.site_cache:
+            site_cache.install()
+            site_cache.configure(config, page_salt=self._page_salt)
+        else:
+            site_cache.uninstall()
+
+    def _page_salt(self, page: Page) -> str:
+        """What a page's HTML depends on besides its Markdown: the results shown in it."""
+        outcomes = self.outcomes.get(page.file.src_uri) or []
+        return repr([(o.key, o.stale, o.result.created_at if o.result else "") for o in outcomes])
 
     def on_pre_build(self, config: MkDocsConfig) -> None:
         """Bring the note index up to date and report each note's problems as one line."""
@@ -99,7 +113,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         pipeline = self._pipeline(config)
         notes, _ = load_notes(pipeline.settings)  # problems were reported by on_pre_build
         before = pipeline.executed
-        outcomes = pipeline.run(notes)
+        outcomes = pipeline.run(notes, progress=self._progress(pipeline, notes))
         log.info(
             f"kernelnotes: {len(outcomes)} blocks, {pipeline.executed - before} executed, "
             f"{sum(o.cached for o in outcomes)} from cache"
@@ -113,6 +127,22 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if self.config.report_page and not files.get_file_from_path(self.config.report_page):
             files.append(File.generated(config, self.config.report_page, content=report_markdown(outcomes)))
         return files
+
+    def _progress(self, pipeline: Pipeline, notes: list[Any]) -> Any:
+        """A callback that logs each executed block as `blocks done/total` (long rebuilds show life)."""
+        total = sum(len(pipeline.snippets(note)) for note in notes)
+        done, ran = [0], [pipeline.executed]
+
+        def progress(outcome: Outcome) -> None:
+            done[0] += 1
+            if pipeline.executed > ran[0] and outcome.result is not None:  # this one ran just now
+                ran[0] = pipeline.executed
+                log.info(
+                    f"kernelnotes: block {done[0]}/{total} ran: {outcome.note_path}:"
+                    f"{outcome.snippet.start_line} ({outcome.result.duration:.2f} s)"
+                )
+
+        return progress
 
     # material's blog reads every page under posts/ as a post (priority -50) and cannot read a
     # notebook: hide notebooks from it just before, and show them again just after.
@@ -154,6 +184,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             folder.mkdir(parents=True, exist_ok=True)
         for name, data in self.figures.items():
             (folder / name).write_bytes(data)
+        if self.config.site_cache:
+            log.info(f"kernelnotes: site cache: {site_cache.summary() or 'unused'}")
         failed = [o for group in self.outcomes.values() for o in group if o.failed]
         if not self.serving:
             self._close()
