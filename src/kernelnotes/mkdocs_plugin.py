@@ -83,6 +83,11 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         else:
             site_cache.uninstall()
 
+    def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> Any:
+        if self.config.site_cache:
+            site_cache.cache_templates(env)
+        return env
+
     def _page_salt(self, page: Page) -> str:
         """What a page's HTML depends on besides its Markdown: the results shown in it."""
         outcomes = self.outcomes.get(page.file.src_uri) or []

@@ -12,6 +12,8 @@ the previous build exactly, so it is memoised here, keyed on everything the resu
   HTML. Here only the Markdown before the separator is converted, when that provably gives the same
   HTML (the separator survives as raw HTML, and nothing after it defines footnotes, references or
   abbreviations the excerpt could use); otherwise material's own path runs. Results are memoised.
+- **Templates**: serve makes a new Jinja environment for every rebuild, which compiles every
+  template again; their bytecode is kept (Jinja's own BytecodeCache, checked against the source).
 - **Search entries** (material's search `SearchIndex.add_entry_from_context`): HTML parsing and
   jieba segmentation per page, keyed on the page's HTML, URL, table of contents and indexed meta.
 
@@ -403,7 +405,7 @@ def _patch_search() -> bool:
         hit = STATE.search.get(key)
         if hit is not None:
             STATE.count("search hit")
-            self.entries.extend(copy.deepcopy(hit))
+            self.entries.extend({**e, "tags": list(e["tags"])} if "tags" in e else dict(e) for e in hit)
             return
         before = len(self.entries)
         original(self, page)
@@ -418,3 +420,35 @@ def _toc_sig(toc: Any) -> str:
         return [(i.id, i.url, i.title, walk(i.children)) for i in items]
 
     return repr(walk(toc or []))
+
+
+# ---- Jinja: compiled templates -----------------------------------------------------------------
+
+
+def cache_templates(env: Any) -> None:
+    """Give a (new, per-build) Jinja environment the process's bytecode cache."""
+    if env.bytecode_cache is None:
+        env.bytecode_cache = _TEMPLATES
+
+
+def _memory_bytecode_cache() -> Any:
+    import jinja2
+
+    class MemoryBytecodeCache(jinja2.BytecodeCache):
+        """Jinja's BytecodeCache in a dict: a bucket rejects bytecode whose source checksum differs."""
+
+        def __init__(self) -> None:
+            self.store: dict[str, bytes] = {}
+
+        def load_bytecode(self, bucket: Any) -> None:
+            data = self.store.get(bucket.key)
+            if data is not None:
+                bucket.bytecode_from_string(data)
+
+        def dump_bytecode(self, bucket: Any) -> None:
+            self.store[bucket.key] = bucket.bytecode_to_string()
+
+    return MemoryBytecodeCache()
+
+
+_TEMPLATES = _memory_bytecode_cache()
