@@ -4,6 +4,7 @@ an exec block, footnotes after the separator and a separator inside a code block
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,15 +173,24 @@ def build(root: Path, site: Path, config: str = "mkdocs.yml") -> subprocess.Comp
     )
 
 
+# The one thing a fresh build reports differently by design: that a block's result came from the
+# cache (one build ran it moments ago; the next finds it stored).
+CACHE_NOTE = re.compile(r" · cached \d{4}-\d\d-\d\d \d\d:\d\d|<td>(hit|miss)</td>")
+
+
+def without_cache_notes(page: str) -> str:
+    return CACHE_NOTE.sub("", page)
+
+
 def readable(search_index: str) -> str:
     """The search index with its \\uXXXX escapes decoded, so the same text compares the same."""
     return json.dumps(json.loads(search_index), ensure_ascii=False, indent=0)
 
 
 def pages(site: Path) -> dict[str, str]:
-    """Every HTML page and the search index of a built site, by path."""
+    """Every HTML page and the search index of a built site, by path, without cache notes."""
     found = {str(p.relative_to(site)): p.read_text("utf-8") for p in site.rglob("*.html")}
     index = site / "search" / "search_index.json"
     if index.exists():
         found["search/search_index.json"] = readable(index.read_text("utf-8"))
-    return found
+    return {name: without_cache_notes(text) for name, text in found.items()}

@@ -33,7 +33,7 @@ def test_fast_paths_build_the_same_site_as_material_alone(tmp_path):
     assert [name for name in a if a[name] != b[name]] == []
     home = a["index.html"]
     assert "真正的摘要到这里" in home and "后文" not in home  # the separator in the code block did not cut
-    assert "alpha 的摘要" in a["page/2/index.html"] + home
+    assert "alpha 的摘要" in "".join(text for name, text in a.items() if name.startswith("page/"))
 
 
 def test_untested_material_version_keeps_the_slow_path_with_one_log_line(monkeypatch, caplog):
