@@ -91,3 +91,42 @@ def test_render_cache_sees_a_changed_include(tmp_path, monkeypatch):
         assert site_cache.summary() == "1 render miss"
     finally:
         site_cache.uninstall()
+
+
+def test_cached_page_warns_again_and_survives_a_fresh_process(tmp_path, monkeypatch, caplog):
+    """A broken link warns on every build, cached or not (so --strict still fails), and the saved
+    cache serves the next process."""
+    from mkdocs.config import load_config
+    from mkdocs.structure.files import File, Files
+    from mkdocs.structure.pages import Page
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text("# T\n\n[gone](missing.md)\n", encoding="utf-8")
+    (tmp_path / "mkdocs.yml").write_text("site_name: t\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(str(tmp_path / "mkdocs.yml"))
+    site_cache.uninstall()
+    site_cache.install()
+    saved = tmp_path / "cache" / "site.json"
+    try:
+        site_cache.configure(config)
+
+        def render() -> str:
+            file = File("index.md", config.docs_dir, config.site_dir, config.use_directory_urls)
+            page = Page(None, file, config)
+            page.read_source(config)
+            page.render(config, Files([file]))
+            return page.content or ""
+
+        first = render()
+        site_cache.save(saved)
+        for state in (site_cache.STATE.renders, site_cache.STATE.excerpts, site_cache.STATE.search):
+            state.clear()  # a fresh process
+        site_cache.load(saved)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mkdocs"):
+            assert render() == first
+        assert site_cache.summary() == "1 render hit, 1 render miss"
+        assert [r.levelno for r in caplog.records if "missing.md" in r.getMessage()] == [logging.WARNING]
+    finally:
+        site_cache.uninstall()

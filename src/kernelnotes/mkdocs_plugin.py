@@ -80,6 +80,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if self.config.site_cache:
             site_cache.install()
             site_cache.configure(config, page_salt=self._page_salt)
+            site_cache.load(self._site_cache_file(config))
         else:
             site_cache.uninstall()
 
@@ -87,6 +88,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if self.config.site_cache:
             site_cache.cache_templates(env)
         return env
+
+    def _site_cache_file(self, config: MkDocsConfig) -> Path:
+        return Path(config.config_file_path).parent / Path(self.config.db).parent / "cache" / "site.json"
 
     def _page_salt(self, page: Page) -> str:
         """What a page's HTML depends on besides its Markdown: the results shown in it."""
@@ -191,6 +195,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             (folder / name).write_bytes(data)
         if self.config.site_cache:
             log.info(f"kernelnotes: site cache: {site_cache.summary() or 'unused'}")
+            site_cache.save(self._site_cache_file(config))
         failed = [o for group in self.outcomes.values() for o in group if o.failed]
         if not self.serving:
             self._close()

@@ -19,7 +19,9 @@ the previous build exactly, so it is memoised here, keyed on everything the resu
 
 The patches reach into mkdocs 1.6 and mkdocs-material 9.8 (both frozen); `install()` checks the
 versions and the shapes it relies on, and otherwise leaves that part alone with one log line, so
-the build takes the slow path and stays correct. Caches live in the process (serve keeps it).
+the build takes the slow path and stays correct. Caches live in the process (serve keeps it) and
+are saved after each build (`.kernelnotes/cache/site.json`: the entries that build used), so a fresh
+`mkdocs build` starts from them; a changed config file starts it empty.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ class State:
     excerpts: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
     search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)  # keys this build used: what save() keeps
     recording: list[str] | None = None  # files pymdownx.snippets opened during the current render
     installed: dict[str, bool] = field(default_factory=dict)
 
@@ -116,6 +120,62 @@ def _store(cache: dict, key: str, value: Any) -> None:
     if len(cache) >= MAX_ENTRIES:
         cache.clear()
     cache[key] = value
+    STATE.used.add(key)
+
+
+def _toc_tokens(toc: Any) -> list[dict[str, Any]]:
+    """A table of contents as the plain tokens mkdocs' get_toc builds it from (JSON-able)."""
+    return [
+        {"level": i.level, "id": i.id, "name": i.title, "children": _toc_tokens(i.children)}
+        for i in toc or []
+    ]
+
+
+def _toc(tokens: list[dict[str, Any]]) -> Any:
+    from mkdocs.structure.toc import get_toc
+
+    return get_toc(tokens)  # type: ignore[arg-type]
+
+
+# ---- on disk: a fresh `mkdocs build` starts from the previous build's entries --------------------
+
+FORMAT = 1
+
+
+def load(path: Path) -> None:
+    """Read the entries saved by the previous build when this process has none (a fresh build)."""
+    if STATE.renders or STATE.excerpts or STATE.search or not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        if data.get("format") != FORMAT or data.get("config_sig") != STATE.config_sig:
+            return
+        for name in ("renders", "excerpts"):
+            getattr(STATE, name).update(
+                {k: (tuple(tuple(d) for d in deps), value) for k, (deps, value) in data[name].items()}
+            )
+        STATE.search.update(data["search"])
+    except (OSError, ValueError, KeyError, TypeError):
+        log.info(f"kernelnotes: site cache {path} unreadable: starting empty")
+
+
+def save(path: Path) -> None:
+    """Write the entries this build used (others are gone from the site), then start a new build."""
+    data = {
+        "format": FORMAT,
+        "config_sig": STATE.config_sig,
+        "renders": {k: v for k, v in STATE.renders.items() if k in STATE.used},
+        "excerpts": {k: v for k, v in STATE.excerpts.items() if k in STATE.used},
+        "search": {k: v for k, v in STATE.search.items() if k in STATE.used},
+    }
+    STATE.used = set()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False), "utf-8")
+        tmp.replace(path)
+    except OSError as error:
+        log.info(f"kernelnotes: site cache not saved to {path}: {error}")
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -251,13 +311,16 @@ def _patch_page_render() -> bool:
         hit = STATE.renders.get(key)
         if hit and _deps_fresh(hit[0]):
             STATE.count("render hit")
+            STATE.used.add(key)
             _restore_render(self, hit[1], files)
+            for name, level, message in hit[1]["log"]:  # a cached page warns like a rendered one
+                logging.getLogger(name).log(level, message)
             return None
-        with _recording() as used:
+        with _recording() as used, _warnings() as warnings:
             original(self, config, files)
         deps = _deps(used)
         if deps is not None:
-            _store(STATE.renders, key, (deps, _saved_render(self)))
+            _store(STATE.renders, key, (deps, {**_saved_render(self), "log": warnings}))
         STATE.count("render miss")
         return None
 
@@ -265,13 +328,32 @@ def _patch_page_render() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _warnings() -> Iterator[list[tuple[str, int, str]]]:
+    """The warnings mkdocs and its extensions log while the block runs (e.g. a broken link), to
+    replay on a cache hit, so `--strict` fails on a cached page as on a rendered one."""
+    found: list[tuple[str, int, str]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append((record.name, record.levelno, record.getMessage()))
+
+    handler = Collect(logging.WARNING)
+    root = logging.getLogger("mkdocs")
+    root.addHandler(handler)
+    try:
+        yield found
+    finally:
+        root.removeHandler(handler)
+
+
 def _saved_render(page: Any) -> dict[str, Any]:
     links = page.links_to_anchors
     return {
         "content": page.content,
-        "toc": copy.deepcopy(page.toc),
+        "toc": _toc_tokens(page.toc),
         "title": page._title_from_render,
-        "anchors": set(page.present_anchor_ids or ()),
+        "anchors": sorted(page.present_anchor_ids or ()),
         # File objects are per build: keep their paths, find this build's File on a hit
         "links": None if links is None else {f.src_uri: dict(v) for f, v in links.items()},
     }
@@ -279,7 +361,7 @@ def _saved_render(page: Any) -> dict[str, Any]:
 
 def _restore_render(page: Any, saved: dict[str, Any], files: Any) -> None:
     page.content = saved["content"]
-    page.toc = copy.deepcopy(saved["toc"])
+    page.toc = _toc(saved["toc"])
     page._title_from_render = saved["title"]
     page.present_anchor_ids = set(saved["anchors"])
     if saved["links"] is not None:
@@ -314,8 +396,9 @@ def _patch_excerpt() -> bool:
         hit = STATE.excerpts.get(key)
         if hit and _deps_fresh(hit[0]):
             STATE.count("excerpt hit")
+            STATE.used.add(key)
             self.markdown, self.content, self.more = markdown, hit[1]["content"], hit[1]["more"]
-            self.toc = copy.deepcopy(hit[1]["toc"])
+            self.toc = _toc(hit[1]["toc"])
             return None
         self.file.url = page.url
         at = self.md.treeprocessors.get_index_for_name("excerpt")
@@ -338,7 +421,7 @@ def _patch_excerpt() -> bool:
             _store(
                 STATE.excerpts,
                 key,
-                (deps, {"content": self.content, "more": self.more, "toc": copy.deepcopy(self.toc)}),
+                (deps, {"content": self.content, "more": self.more, "toc": _toc_tokens(self.toc)}),
             )
         STATE.count("excerpt fast")
         return None
@@ -405,6 +488,7 @@ def _patch_search() -> bool:
         hit = STATE.search.get(key)
         if hit is not None:
             STATE.count("search hit")
+            STATE.used.add(key)
             self.entries.extend({**e, "tags": list(e["tags"])} if "tags" in e else dict(e) for e in hit)
             return
         before = len(self.entries)
