@@ -61,6 +61,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self._hidden_notebooks: list[Any] = []
         self.figures: dict[str, bytes] = {}  # published file name -> content, written after the build
         self._figure_base = f"/{FIGURES_DIR}/"
+        self._site_cache_path: Path | None = None
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self.serving = command == "serve"
@@ -195,7 +196,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             (folder / name).write_bytes(data)
         if self.config.site_cache:
             log.info(f"kernelnotes: site cache: {site_cache.summary() or 'unused'}")
-            site_cache.save(self._site_cache_file(config))
+            self._site_cache_path = self._site_cache_file(config)
+            if not self.serving:  # serve saves once, when it stops: writing costs a save its time
+                site_cache.save(self._site_cache_path)
         failed = [o for group in self.outcomes.values() for o in group if o.failed]
         if not self.serving:
             self._close()
@@ -213,6 +216,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         return server
 
     def on_shutdown(self) -> None:
+        if self.serving and self._site_cache_path is not None:
+            site_cache.save(self._site_cache_path)
         self._close()
 
     def _pipeline(self, config: MkDocsConfig) -> Pipeline:

@@ -20,8 +20,8 @@ the previous build exactly, so it is memoised here, keyed on everything the resu
 The patches reach into mkdocs 1.6 and mkdocs-material 9.8 (both frozen); `install()` checks the
 versions and the shapes it relies on, and otherwise leaves that part alone with one log line, so
 the build takes the slow path and stays correct. Caches live in the process (serve keeps it) and
-are saved after each build (`.kernelnotes/cache/site.json`: the entries that build used), so a fresh
-`mkdocs build` starts from them; a changed config file starts it empty.
+are saved after a `mkdocs build` and when serve stops (`.kernelnotes/cache/site.json`: the entries
+the last build used), so a fresh `mkdocs build` starts from them; a changed config file starts empty.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def load(path: Path) -> None:
 
 
 def save(path: Path) -> None:
-    """Write the entries this build used (others are gone from the site), then start a new build."""
+    """Write the entries the last build used (others are gone from the site)."""
     data = {
         "format": FORMAT,
         "config_sig": STATE.config_sig,
@@ -168,7 +168,6 @@ def save(path: Path) -> None:
         "excerpts": {k: v for k, v in STATE.excerpts.items() if k in STATE.used},
         "search": {k: v for k, v in STATE.search.items() if k in STATE.used},
     }
-    STATE.used = set()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -199,6 +198,7 @@ def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> Non
         STATE.search.clear()
     STATE.config_sig = sig
     STATE.page_salt = page_salt
+    STATE.used = set()
 
 
 def install() -> list[str]:
