@@ -74,6 +74,14 @@ def test_serve_reruns_only_what_changed(tmp_path):
     try:
         pattern = r"kernelnotes: (\d+) blocks, (\d+) executed"
         assert wait_for(log, pattern, 1)[0] == ("4", "4")
+        # progress in the serve log: each executed block as done/total
+        progress = re.findall(r"kernelnotes: block (\d+)/(\d+) ran: (\w+\.md):\d+", log.read_text())
+        assert sorted(progress) == [
+            ("1", "4", "a.md"),
+            ("2", "4", "a.md"),
+            ("3", "4", "b.md"),
+            ("4", "4", "b.md"),
+        ]
         wait_for(log, r"Serving on", 1)
         time.sleep(1.0)  # let the watcher settle before editing
         (tmp_path / "notes" / "a.md").write_text(NOTE.format(title="a", text="edited"), encoding="utf-8")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import nbformat
 
@@ -47,6 +49,48 @@ def test_repository_site_builds_strict(tmp_path):
     nbformat.validate(nb)
     assert any(c.get("outputs") for c in nb.cells)  # the recorded results, embedded
     assert "# %%" in (downloads / "online-softmax-flashattention.py").read_text(encoding="utf-8")
+    pages = sorted((tmp_path / "site").rglob("*.html"))
+    assert len(pages) > 30
+    for page in pages:  # readers in mainland China: no Google Fonts, no CDN, nothing from another host
+        assert external_requests(page.read_text(encoding="utf-8")) == [], page
+    for css in (tmp_path / "site").rglob("*.css"):
+        assert external_requests(css.read_text(encoding="utf-8")) == [], css
+
+
+# what makes a browser fetch something: stylesheets, preconnects, scripts, images, frames, media,
+# CSS url()/@import — links a reader may click (<a href>) and the canonical/feed links are not fetches
+FETCHES = re.compile(
+    r"<(?:link|script|img|iframe|source|video|audio|embed)\b[^>]*?\b(?:href|src|srcset)=[\"']?([^\"' >]+)"
+    r"|url\(\s*[\"']?([^\"')]+)|@import\s+[\"']([^\"']+)",
+    re.I,
+)
+
+
+def external_requests(text: str, own_host: str = "kernelnotes.example.org") -> list[str]:
+    found = []
+    for match in FETCHES.finditer(text):
+        url = next(g for g in match.groups() if g)
+        tag = match[0].lower()
+        if tag.startswith("<link") and re.search(r"rel=[\"']?(canonical|alternate)", tag):
+            continue
+        host = urlsplit(url if not url.startswith("//") else "https:" + url).netloc
+        if host and host != own_host:
+            found.append(url)
+    return found
+
+
+def test_external_requests_finds_google_fonts():
+    page = (
+        '<link rel="preconnect" href="https://fonts.gstatic.com" crossorigin>'
+        '<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">'
+        '<link rel="canonical" href="https://kernelnotes.example.org/x/"><a href="https://arxiv.org/">paper</a>'
+        '<script src="../assets/katex/katex.min.js"></script><style>@font-face{src:url(//cdn.example/x.woff)}</style>'
+    )
+    assert external_requests(page) == [
+        "https://fonts.gstatic.com",
+        "https://fonts.googleapis.com/css?family=Roboto",
+        "//cdn.example/x.woff",
+    ]
 
 
 def test_broken_note_fails_strict_build_with_one_clear_line(tmp_path):

@@ -11,6 +11,7 @@ imported file changes (Quarto #6793, MyST-NB #299/#621); this is the fix.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -133,7 +134,7 @@ class KeyMaker:
             hashes[path.relative_to(self.snippets_dir).as_posix()] = self._hash_files([path])
         return hashes
 
-    def _snippet_modules(self, names: set[str]) -> list[Path]:
+    def _snippet_modules(self, names: frozenset[str]) -> list[Path]:
         """Files under snippets/ that these imports load, following their own imports too."""
         seen: dict[Path, None] = {}
         todo = sorted(names)
@@ -174,16 +175,17 @@ def _digest(parts: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _imported_modules(code: str) -> set[str]:
+@functools.lru_cache(maxsize=16384)  # every build keys every block: parse each distinct code once
+def _imported_modules(code: str) -> frozenset[str]:
     """Top-level names of the modules a piece of code imports (nothing when it does not parse)."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
-        return set()
+        return frozenset()
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
-    return names
+    return frozenset(names)

@@ -28,7 +28,7 @@ from mkdocs.plugins import BasePlugin, CombinedEvent, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
-from kernelnotes import blog, site_metadata
+from kernelnotes import blog, site_cache, site_metadata
 from kernelnotes.app import App
 from kernelnotes.fence import ResultsView
 from kernelnotes.i18n import translator
@@ -75,6 +75,7 @@ class KernelNotesConfig(Config):
     results_dir = _option("results_dir")
     categories = _option("categories")
     max_note_mb = _option("max_note_mb")
+    site_cache = _option("site_cache")
 
 
 class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
@@ -87,6 +88,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.figures: dict[str, bytes] = {}  # published file name -> content, written after the build
         self.downloads: set[str] = set()  # notes (src_uri) whose pages link to their exports
         self._figure_base = f"/{FIGURES_DIR}/"
+        self._site_cache_path: Path | None = None
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self.serving = command == "serve"
@@ -102,6 +104,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self._figure_base = (urlsplit(config.site_url or "").path or "/").rstrip("/") + f"/{FIGURES_DIR}/"
         for message in blog.derive_feed_settings(config):  # the feed follows blog_dir, not a copy of it
             log.debug(message)
+        self._configure_site_cache(config)
         if not self.config.enabled:
             return config
         extensions = config.markdown_extensions
@@ -122,6 +125,22 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             self._close()  # serve keeps this plugin across rebuilds: an edited option needs a new app
             self.app = app
         return config
+
+    def _configure_site_cache(self, config: MkDocsConfig) -> None:
+        if self.config.site_cache:
+            site_cache.install()
+            site_cache.configure(config, page_salt=self._page_salt)
+            site_cache.load(self._site_cache_file(config))
+        else:
+            site_cache.uninstall()
+
+    def _site_cache_file(self, config: MkDocsConfig) -> Path:
+        return Path(config.config_file_path).parent / Path(self.config.db).parent / "cache" / "site.json"
+
+    def _page_salt(self, page: Page) -> str:
+        """What a page's HTML depends on besides its Markdown: the results shown in it."""
+        outcomes = self.outcomes.get(page.file.src_uri) or []
+        return repr([(o.key, o.stale, o.result.created_at if o.result else "") for o in outcomes])
 
     def on_pre_build(self, config: MkDocsConfig) -> None:
         """Bring the note index up to date and report each note's problems as one line."""
@@ -146,7 +165,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         pipeline = self._pipeline()
         notes = self.app.index.parsed_notes(self.app.resolver)  # parsed once, by the index update
         before = pipeline.executed
-        outcomes = pipeline.run(notes)
+        outcomes = pipeline.run(notes, progress=self._progress(pipeline, notes))
         log.info(
             f"kernelnotes: {len(outcomes)} blocks, {pipeline.executed - before} executed, "
             f"{sum(o.cached for o in outcomes)} from cache"
@@ -169,6 +188,22 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 )
             )
         return files
+
+    def _progress(self, pipeline: Pipeline, notes: list[Any]) -> Any:
+        """A callback that logs each executed block as `blocks done/total` (long rebuilds show life)."""
+        total = sum(len(pipeline.snippets(note)) for note in notes)
+        done, ran = [0], [pipeline.executed]
+
+        def progress(outcome: Outcome) -> None:
+            done[0] += 1
+            if pipeline.executed > ran[0] and outcome.result is not None:  # this one ran just now
+                ran[0] = pipeline.executed
+                log.info(
+                    f"kernelnotes: block {done[0]}/{total} ran: {outcome.note_path}:"
+                    f"{outcome.snippet.start_line} ({outcome.result.duration:.2f} s)"
+                )
+
+        return progress
 
     # material's blog reads every page under posts/ as a post (priority -50) and cannot read a
     # notebook: hide notebooks from it just before, and show them again just after.
@@ -195,8 +230,11 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         site_metadata.for_feeds(page)
 
     @event_priority(200)  # before the tags plugin renders its listings (its on_env is at 100)
-    def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> None:
+    def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> Any:
         site_metadata.install(env, files)
+        if self.config.site_cache:
+            site_cache.cache_templates(env)  # serve rebuilds reuse compiled templates
+        return env
 
     # Before every other plugin (the RSS plugin reads `date` in its own on_page_markdown, the blog
     # reads the reading time at -50): reading time, feed dates and description, excerpt separator.
@@ -262,6 +300,11 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         for name, data in self.figures.items():
             (folder / name).write_bytes(data)
         ResultsView.activate(None)
+        if self.config.site_cache:
+            log.info(f"kernelnotes: site cache: {site_cache.summary() or 'unused'}")
+            self._site_cache_path = self._site_cache_file(config)
+            if not self.serving:  # serve saves once, when it stops: writing costs a save its time
+                site_cache.save(self._site_cache_path)
         failed = [o for group in self.outcomes.values() for o in group if o.failed]
         if not self.serving:
             self._close()
@@ -282,6 +325,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         return server
 
     def on_shutdown(self) -> None:
+        if self.serving and self._site_cache_path is not None:
+            site_cache.save(self._site_cache_path)
         self._close()
 
     def _pipeline(self) -> Pipeline:

@@ -38,7 +38,11 @@ SECTION: dict[str, tuple[type, Any]] = {
     "report_page": (str, "execution.md"),
     "results_dir": (str, None),  # recorded results (kn results export) merged into every build
     "categories": (list, None),  # known post categories: others are reported, not dropped
-    "max_note_mb": (float, DEFAULT_MAX_NOTE_MB),  # a larger note is indexed by its head, with a warning
+    "max_note_mb": (float, DEFAULT_MAX_NOTE_MB),
+    "site_cache": (
+        bool,
+        True,
+    ),  # memoise page renders, excerpts, search entries (site_cache.py)  # a larger note is indexed by its head, with a warning
 }
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

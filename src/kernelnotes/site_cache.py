@@ -1,0 +1,538 @@
+"""Speed-ups for `mkdocs build` / `mkdocs serve` that never change a byte of the output.
+
+Each save under `mkdocs serve` rebuilds every page through the whole stack. Most of that work repeats
+the previous build exactly, so it is memoised here, keyed on everything the result depends on:
+
+- **Page Markdown → HTML** (`mkdocs.structure.pages.Page.render`): keyed on the page's Markdown (after
+  every `on_page_markdown`, so inlined results are part of it), its source and URL, the site's file
+  list, the config file and whatever a plugin adds through `page_salt`; the files pulled in by
+  pymdownx.snippets are recorded while rendering and re-hashed at each lookup.
+- **Blog excerpts** (material's `Excerpt.render`): material converts the *whole* post again for
+  each listing page it appears on (home, archive, categories) and then cuts the excerpt out of the
+  HTML. Here only the Markdown before the separator is converted, when that provably gives the same
+  HTML (the separator survives as raw HTML, and nothing after it defines footnotes, references or
+  abbreviations the excerpt could use); otherwise material's own path runs. Results are memoised.
+- **Templates**: serve makes a new Jinja environment for every rebuild, which compiles every
+  template again; their bytecode is kept (Jinja's own BytecodeCache, checked against the source).
+- **Search entries** (material's search `SearchIndex.add_entry_from_context`): HTML parsing and
+  jieba segmentation per page, keyed on the page's HTML, URL, table of contents and indexed meta.
+
+The patches reach into mkdocs 1.6 and mkdocs-material 9.8 (both frozen); `install()` checks the
+versions and the shapes it relies on, and otherwise leaves that part alone with one log line, so
+the build takes the slow path and stays correct. Caches live in the process (serve keeps it) and
+are saved after a `mkdocs build` and when serve stops (`.kernelnotes/cache/site.json`: the entries
+the last build used), so a fresh `mkdocs build` starts from them; a changed config file starts empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mkdocs.plugins.kernelnotes")
+
+# The versions these patches were tested against (pyproject.toml pins the same ranges).
+MKDOCS_RANGE = ((1, 6), (1, 7))
+MATERIAL_RANGE = ((9, 8), (9, 9))
+MAX_ENTRIES = 20_000  # per cache; a cache past this is cleared (a serve session of a huge site)
+
+
+@dataclass
+class State:
+    config_sig: str = ""  # the config file and the options a render depends on
+    page_salt: Callable[[Any], str] | None = None  # a plugin's per-page render inputs (results)
+    renders: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
+    excerpts: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
+    search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)  # keys this build used: what save() keeps
+    recording: list[str] | None = None  # files pymdownx.snippets opened during the current render
+    installed: dict[str, bool] = field(default_factory=dict)
+
+    def count(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+
+STATE = State()
+
+
+def _version(dist: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version(dist).split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return ()
+
+
+def _in_range(found: tuple[int, ...], bounds: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+    return bool(found) and bounds[0] <= found < bounds[1]
+
+
+def _sha(*parts: object) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(str(part).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _file_sha(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def _deps_fresh(deps: tuple[tuple[str, str], ...]) -> bool:
+    return all(_file_sha(path) == sha for path, sha in deps)
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[list[str]]:
+    """Collect the files pymdownx.snippets reads while the block runs."""
+    outer, STATE.recording = STATE.recording, []
+    try:
+        yield STATE.recording
+    finally:
+        inner, STATE.recording = STATE.recording, outer
+        if outer is not None:
+            outer.extend(inner)
+
+
+def _files_sig(files: Any) -> str:
+    """One hash of every file's source path and URL (relative links and their validation use them)."""
+    cached = getattr(files, "_kn_sig", None)
+    if cached and cached[0] == len(files):
+        return cached[1]
+    sig = _sha(*sorted(f"{f.src_uri}\t{f.url}\t{f.inclusion}" for f in files))
+    files._kn_sig = (len(files), sig)
+    return sig
+
+
+def _store(cache: dict, key: str, value: Any) -> None:
+    if len(cache) >= MAX_ENTRIES:
+        cache.clear()
+    cache[key] = value
+    STATE.used.add(key)
+
+
+def _toc_tokens(toc: Any) -> list[dict[str, Any]]:
+    """A table of contents as the plain tokens mkdocs' get_toc builds it from (JSON-able)."""
+    return [
+        {"level": i.level, "id": i.id, "name": i.title, "children": _toc_tokens(i.children)}
+        for i in toc or []
+    ]
+
+
+def _toc(tokens: list[dict[str, Any]]) -> Any:
+    from mkdocs.structure.toc import get_toc
+
+    return get_toc(tokens)  # type: ignore[arg-type]
+
+
+# ---- on disk: a fresh `mkdocs build` starts from the previous build's entries --------------------
+
+FORMAT = 1
+
+
+def load(path: Path) -> None:
+    """Read the entries saved by the previous build when this process has none (a fresh build)."""
+    if STATE.renders or STATE.excerpts or STATE.search or not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        if data.get("format") != FORMAT or data.get("config_sig") != STATE.config_sig:
+            return
+        for name in ("renders", "excerpts"):
+            getattr(STATE, name).update(
+                {k: (tuple(tuple(d) for d in deps), value) for k, (deps, value) in data[name].items()}
+            )
+        STATE.search.update(data["search"])
+    except (OSError, ValueError, KeyError, TypeError):
+        log.info(f"kernelnotes: site cache {path} unreadable: starting empty")
+
+
+def save(path: Path) -> None:
+    """Write the entries the last build used (others are gone from the site)."""
+    data = {
+        "format": FORMAT,
+        "config_sig": STATE.config_sig,
+        "renders": {k: v for k, v in STATE.renders.items() if k in STATE.used},
+        "excerpts": {k: v for k, v in STATE.excerpts.items() if k in STATE.used},
+        "search": {k: v for k, v in STATE.search.items() if k in STATE.used},
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False), "utf-8")
+        tmp.replace(path)
+    except OSError as error:
+        log.info(f"kernelnotes: site cache not saved to {path}: {error}")
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+
+def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> None:
+    """Called at each build's on_config: a changed config file empties every cache."""
+    path = config.config_file_path
+    text = Path(path).read_text("utf-8", "replace") if path and Path(path).is_file() else ""
+    sig = _sha(
+        text,
+        path,
+        config.docs_dir,
+        config.site_url,
+        config.use_directory_urls,
+        sorted(config.markdown_extensions),
+    )
+    if sig != STATE.config_sig:
+        STATE.renders.clear()
+        STATE.excerpts.clear()
+        STATE.search.clear()
+    STATE.config_sig = sig
+    STATE.page_salt = page_salt
+    STATE.used = set()
+
+
+def install() -> list[str]:
+    """Patch what the installed versions allow; return one line per part left on the slow path."""
+    skipped = []
+    if _in_range(_version("mkdocs"), MKDOCS_RANGE):
+        _install_once("render", _patch_page_render)
+    else:
+        skipped.append(f"mkdocs {version('mkdocs')} is not {_range(MKDOCS_RANGE)}")
+    material = _version("mkdocs-material")
+    if _in_range(material, MATERIAL_RANGE):
+        for name, patch in (("excerpt", _patch_excerpt), ("search", _patch_search)):
+            if not _install_once(name, patch):
+                skipped.append(f"mkdocs-material's {name} code is not the shape this cache expects")
+    elif material:
+        skipped.append(f"mkdocs-material {version('mkdocs-material')} is not {_range(MATERIAL_RANGE)}")
+    _install_once("snippets", _patch_snippets)
+    for line in skipped:
+        if line not in STATE.installed:
+            STATE.installed[line] = True
+            log.info(f"kernelnotes: site cache off ({line}): pages are built the slow way")
+    return skipped
+
+
+def summary() -> str:
+    """One line of this build's cache counts (then reset), for the build log."""
+    line = ", ".join(f"{v} {k}" for k, v in sorted(STATE.stats.items()))
+    STATE.stats.clear()
+    return line
+
+
+def _range(bounds: tuple[tuple[int, int], tuple[int, int]]) -> str:
+    return f">={bounds[0][0]}.{bounds[0][1]},<{bounds[1][0]}.{bounds[1][1]}"
+
+
+def _install_once(name: str, patch: Callable[[], bool]) -> bool:
+    if name not in STATE.installed:
+        STATE.installed[name] = patch()
+    return STATE.installed[name]
+
+
+def uninstall() -> None:
+    """Restore the original methods (tests run the slow path with this)."""
+    for target, attr, original in _ORIGINALS:
+        setattr(target, attr, original)
+    _ORIGINALS.clear()
+    for name in ("render", "excerpt", "search", "snippets"):
+        STATE.installed.pop(name, None)
+
+
+_ORIGINALS: list[tuple[Any, str, Any]] = []
+
+
+def _replace(target: Any, attr: str, new: Any) -> None:
+    _ORIGINALS.append((target, attr, getattr(target, attr)))
+    setattr(target, attr, new)
+
+
+# ---- pymdownx.snippets: which files a page pulls in ----------------------------------------------
+
+
+def _patch_snippets() -> bool:
+    try:
+        from pymdownx.snippets import SnippetPreprocessor
+    except ImportError:
+        return True
+    original = SnippetPreprocessor.get_snippet_path
+    original_download = SnippetPreprocessor.download
+
+    def get_snippet_path(self: Any, path: str) -> Any:
+        found = original(self, path)
+        if STATE.recording is not None:
+            STATE.recording.append(found or f"missing:{path}")
+        return found
+
+    def download(self: Any, url: str) -> Any:
+        if STATE.recording is not None:
+            STATE.recording.append(f"url:{url}")  # never cached: its content is not ours to hash
+        return original_download(self, url)
+
+    download.cache_clear = original_download.cache_clear  # type: ignore[attr-defined]  # an lru_cache
+
+    _replace(SnippetPreprocessor, "get_snippet_path", get_snippet_path)
+    _replace(SnippetPreprocessor, "download", download)
+    return True
+
+
+def _deps(paths: list[str]) -> tuple[tuple[str, str], ...] | None:
+    """(path, sha) of each recorded file; None when something recorded cannot be hashed."""
+    if any(p.startswith("url:") for p in paths):
+        return None
+    return tuple(sorted({(p, "missing" if p.startswith("missing:") else _file_sha(p)) for p in paths}))
+
+
+# ---- mkdocs: Page.render -----------------------------------------------------------------------
+
+
+def _patch_page_render() -> bool:
+    from mkdocs.structure.pages import Page
+
+    original = Page.render
+
+    def render(self: Any, config: Any, files: Any) -> None:
+        if self.markdown is None or not STATE.config_sig:
+            return original(self, config, files)
+        salt = STATE.page_salt(self) if STATE.page_salt else ""
+        key = _sha(
+            "page", STATE.config_sig, self.markdown, self.file.src_uri, self.file.url, _files_sig(files), salt
+        )
+        hit = STATE.renders.get(key)
+        if hit and _deps_fresh(hit[0]):
+            STATE.count("render hit")
+            STATE.used.add(key)
+            _restore_render(self, hit[1], files)
+            for name, level, message in hit[1]["log"]:  # a cached page warns like a rendered one
+                logging.getLogger(name).log(level, message)
+            return None
+        with _recording() as used, _warnings() as warnings:
+            original(self, config, files)
+        deps = _deps(used)
+        if deps is not None:
+            _store(STATE.renders, key, (deps, {**_saved_render(self), "log": warnings}))
+        STATE.count("render miss")
+        return None
+
+    _replace(Page, "render", render)
+    return True
+
+
+@contextlib.contextmanager
+def _warnings() -> Iterator[list[tuple[str, int, str]]]:
+    """The warnings mkdocs and its extensions log while the block runs (e.g. a broken link), to
+    replay on a cache hit, so `--strict` fails on a cached page as on a rendered one."""
+    found: list[tuple[str, int, str]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append((record.name, record.levelno, record.getMessage()))
+
+    handler = Collect(logging.WARNING)
+    root = logging.getLogger("mkdocs")
+    root.addHandler(handler)
+    try:
+        yield found
+    finally:
+        root.removeHandler(handler)
+
+
+def _saved_render(page: Any) -> dict[str, Any]:
+    links = page.links_to_anchors
+    return {
+        "content": page.content,
+        "toc": _toc_tokens(page.toc),
+        "title": page._title_from_render,
+        "anchors": sorted(page.present_anchor_ids or ()),
+        # File objects are per build: keep their paths, find this build's File on a hit
+        "links": None if links is None else {f.src_uri: dict(v) for f, v in links.items()},
+    }
+
+
+def _restore_render(page: Any, saved: dict[str, Any], files: Any) -> None:
+    page.content = saved["content"]
+    page.toc = _toc(saved["toc"])
+    page._title_from_render = saved["title"]
+    page.present_anchor_ids = set(saved["anchors"])
+    if saved["links"] is not None:
+        found = {uri: files.get_file_from_path(uri) for uri in saved["links"]}
+        page.links_to_anchors = {f: dict(saved["links"][uri]) for uri, f in found.items() if f is not None}
+
+
+# ---- material: blog excerpts -------------------------------------------------------------------
+
+
+def _patch_excerpt() -> bool:
+    try:
+        from material.plugins.blog.structure import Excerpt, ExcerptTreeprocessor, get_toc
+    except ImportError:
+        return False
+    original = Excerpt.render
+    code = getattr(original, "__code__", None)
+    if code is None or code.co_varnames[:3] != ("self", "page", "separator"):
+        return False
+
+    def render(self: Any, page: Any, separator: str) -> None:
+        post = self.post
+        markdown = post.markdown
+        if not post._title_from_render:
+            markdown = "\n\n".join([f"# {post.title}", markdown])
+        head, found, rest = markdown.partition(separator)
+        if not found or not _plain_cut(markdown, head, separator) or _defines_anything(rest):
+            STATE.count("excerpt slow")
+            return original(self, page, separator)
+        files_sig = getattr(self, "_kn_files_sig", "")
+        key = _sha("excerpt", STATE.config_sig, head, rest.strip() != "", page.url, post.url, files_sig)
+        hit = STATE.excerpts.get(key)
+        if hit and _deps_fresh(hit[0]):
+            STATE.count("excerpt hit")
+            STATE.used.add(key)
+            self.markdown, self.content, self.more = markdown, hit[1]["content"], hit[1]["more"]
+            self.toc = _toc(hit[1]["toc"])
+            return None
+        self.file.url = page.url
+        at = self.md.treeprocessors.get_index_for_name("excerpt")
+        processor: ExcerptTreeprocessor = self.md.treeprocessors[at]
+        processor.base = page
+        with _recording() as used:
+            html = self.md.convert(head + separator)
+        content, cut, after = html.partition(separator)
+        self.file.url = post.url
+        if not cut:  # the separator did not survive as raw HTML (inside a code block?): material's way
+            STATE.count("excerpt slow")
+            return original(self, page, separator)
+        self.markdown, self.content = markdown, content
+        # material's templates use `more` only as a flag ("continue reading"); it is truthy exactly
+        # when something follows the separator in the full HTML
+        self.more = after or ("\n" if rest.strip() else "")
+        self.toc = get_toc(getattr(self.md, "toc_tokens", []))
+        deps = _deps(used)
+        if deps is not None:
+            _store(
+                STATE.excerpts,
+                key,
+                (deps, {"content": self.content, "more": self.more, "toc": _toc_tokens(self.toc)}),
+            )
+        STATE.count("excerpt fast")
+        return None
+
+    _replace(Excerpt, "render", render)
+
+    original_init = Excerpt.__init__
+
+    def init(self: Any, post: Any, config: Any, files: Any) -> None:
+        original_init(self, post, config, files)
+        self._kn_files_sig = _files_sig(files)
+
+    _replace(Excerpt, "__init__", init)
+    return True
+
+
+def _plain_cut(markdown: str, head: str, separator: str) -> bool:
+    """Whether the first separator stands alone on a line outside any fenced block (inside one,
+    material's split of the HTML would not find it there)."""
+    import re
+
+    if not STATE.config_sig:
+        return False
+    if not (head == "" or head.endswith("\n")) or not re.match(
+        r"[ \t]*(\n|$)", markdown[len(head) + len(separator) :]
+    ):
+        return False
+    fences = re.findall(r"^ {0,3}(`{3,}|~{3,})", head, re.M)
+    return len(fences) % 2 == 0
+
+
+def _defines_anything(rest: str) -> bool:
+    """Whether the part after the separator could change the excerpt's HTML: footnote, link
+    reference or abbreviation definitions (Python-Markdown resolves those document-wide)."""
+    import re
+
+    return bool(re.search(r"^ {0,3}(\[[^\]\n]+\]:|\*\[)", rest, re.M))
+
+
+# ---- material: search entries ------------------------------------------------------------------
+
+
+def _patch_search() -> bool:
+    try:
+        from material.plugins.search.plugin import SearchIndex
+    except ImportError:
+        return False
+    original = SearchIndex.add_entry_from_context
+
+    def add_entry_from_context(self: Any, page: Any) -> None:
+        meta = page.meta or {}
+        key = _sha(
+            "search",
+            STATE.config_sig,
+            repr(sorted(self.config.items(), key=lambda kv: kv[0])),
+            page.content,
+            page.url,
+            _toc_sig(page.toc),
+            repr(meta.get("title")),
+            repr(meta.get("tags")),
+            repr(meta.get("search")),
+            page.title,
+        )
+        hit = STATE.search.get(key)
+        if hit is not None:
+            STATE.count("search hit")
+            STATE.used.add(key)
+            self.entries.extend({**e, "tags": list(e["tags"])} if "tags" in e else dict(e) for e in hit)
+            return
+        before = len(self.entries)
+        original(self, page)
+        _store(STATE.search, key, copy.deepcopy(self.entries[before:]))
+
+    _replace(SearchIndex, "add_entry_from_context", add_entry_from_context)
+    return True
+
+
+def _toc_sig(toc: Any) -> str:
+    def walk(items: Any) -> list[Any]:
+        return [(i.id, i.url, i.title, walk(i.children)) for i in items]
+
+    return repr(walk(toc or []))
+
+
+# ---- Jinja: compiled templates -----------------------------------------------------------------
+
+
+def cache_templates(env: Any) -> None:
+    """Give a (new, per-build) Jinja environment the process's bytecode cache."""
+    if env.bytecode_cache is None:
+        env.bytecode_cache = _TEMPLATES
+
+
+def _memory_bytecode_cache() -> Any:
+    import jinja2
+
+    class MemoryBytecodeCache(jinja2.BytecodeCache):
+        """Jinja's BytecodeCache in a dict: a bucket rejects bytecode whose source checksum differs."""
+
+        def __init__(self) -> None:
+            self.store: dict[str, bytes] = {}
+
+        def load_bytecode(self, bucket: Any) -> None:
+            data = self.store.get(bucket.key)
+            if data is not None:
+                bucket.bytecode_from_string(data)
+
+        def dump_bytecode(self, bucket: Any) -> None:
+            self.store[bucket.key] = bucket.bytecode_to_string()
+
+    return MemoryBytecodeCache()
+
+
+_TEMPLATES = _memory_bytecode_cache()

@@ -1,0 +1,196 @@
+"""A small mkdocs-material blog project for the site tests: notes with excerpts, a snippet include,
+an exec block, footnotes after the separator and a separator inside a code block."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ENV = {
+    "NO_MKDOCS_2_WARNING": "1",
+    "PATH": "/usr/bin:/bin",
+    "KERNELNOTES_LOAD_PLUGINS": "0",
+    "MPLBACKEND": "Agg",
+}
+
+CONFIG = """\
+site_name: t
+site_url: {site_url}
+docs_dir: notes
+theme:
+  name: material
+  language: zh
+  font: false
+plugins:
+  - search:
+      lang: zh
+  - blog:
+      blog_dir: .
+      post_url_format: "{{slug}}"
+      post_excerpt: optional
+      pagination_per_page: 2
+      archive_date_format: yyyy/MM
+      draft: false
+      draft_on_serve: false
+  - tags
+  - kernelnotes:
+      site_cache: {cache}
+      report_page: ""   # a report of what this build executed: a fresh build differs by design
+markdown_extensions:
+  - admonition
+  - footnotes
+  - toc:
+      permalink: true
+  - pymdownx.details
+  - pymdownx.highlight
+  - pymdownx.superfences
+  - pymdownx.snippets:
+      base_path: ["."]
+      check_paths: true
+"""
+
+POST = """\
+---
+title: {title}
+date: {date}
+slug: {slug}
+categories: [{category}]
+tags: [{tag}]
+{extra}---
+
+# {title}
+
+{slug} 的摘要：扩散模型与采样[^1]。
+
+<!-- more -->
+
+## 正文
+
+```python
+--8<-- "snippets/shared.py"
+```
+
+[^1]: 脚注在分隔符之后定义。
+"""
+
+EXEC_POST = """\
+---
+title: 会运行的笔记
+date: 2025-02-01
+slug: runs
+categories: [工程实践]
+tags: [Python]
+---
+
+# 会运行的笔记
+
+开头一段。
+
+<!-- more -->
+
+```python exec="on"
+from helper import value
+print("value", value())
+```
+
+```text
+<!-- more --> 代码块里的分隔符不算数
+```
+"""
+
+# the first separator is inside a code block: only the second one cuts the excerpt
+FENCED_POST = """\
+---
+title: 代码块里的分隔符
+date: 2025-02-02
+slug: fenced
+categories: [算法题]
+---
+
+# 代码块里的分隔符
+
+```html
+<!-- more -->
+```
+
+真正的摘要到这里。
+
+<!-- more -->
+
+后文。
+"""
+
+
+def write_project(root: Path, *, site_url: str = "https://example.org/", cache: bool = True) -> None:
+    notes = root / "notes" / "posts"
+    notes.mkdir(parents=True, exist_ok=True)
+    (root / "snippets").mkdir(exist_ok=True)
+    (root / "snippets" / "shared.py").write_text("def shared():\n    return 1\n", encoding="utf-8")
+    (root / "snippets" / "helper.py").write_text("def value():\n    return 1\n", encoding="utf-8")
+    (root / "notes" / "index.md").write_text("# 最新笔记\n", encoding="utf-8")
+    (root / "notes" / "tags.md").write_text("# 标签\n\n<!-- material/tags -->\n", encoding="utf-8")
+    for i, (slug, category, tag) in enumerate(
+        [("alpha", "深度学习", "attention"), ("beta", "生成模型", "采样"), ("gamma", "深度学习", "attention")]
+    ):
+        write_post(root, slug, f"笔记 {slug}", f"2025-01-0{i + 1}", category, tag)
+    (notes / "runs.md").write_text(EXEC_POST, encoding="utf-8")
+    (notes / "fenced.md").write_text(FENCED_POST, encoding="utf-8")
+    write_config(root, site_url=site_url, cache=cache)
+
+
+def write_config(root: Path, *, site_url: str, cache: bool = True, extra: str = "") -> None:
+    text = CONFIG.format(site_url=site_url, cache="true" if cache else "false") + extra
+    (root / "mkdocs.yml").write_text(text, encoding="utf-8")
+
+
+def write_post(
+    root: Path,
+    slug: str,
+    title: str,
+    date: str,
+    category: str = "深度学习",
+    tag: str = "attention",
+    extra: str = "",
+) -> Path:
+    path = root / "notes" / "posts" / f"{slug}.md"
+    path.write_text(
+        POST.format(title=title, date=date, slug=slug, category=category, tag=tag, extra=extra),
+        encoding="utf-8",
+    )
+    return path
+
+
+def build(root: Path, site: Path, config: str = "mkdocs.yml") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", config, "-d", str(site)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=root,
+    )
+
+
+# The one thing a fresh build reports differently by design: that a block's result came from the
+# cache (one build ran it moments ago; the next finds it stored).
+CACHE_NOTE = re.compile(r" · cached \d{4}-\d\d-\d\d \d\d:\d\d|<td>(hit|miss)</td>")
+
+
+def without_cache_notes(page: str) -> str:
+    return CACHE_NOTE.sub("", page)
+
+
+def readable(search_index: str) -> str:
+    """The search index with its \\uXXXX escapes decoded, so the same text compares the same."""
+    return json.dumps(json.loads(search_index), ensure_ascii=False, indent=0)
+
+
+def pages(site: Path) -> dict[str, str]:
+    """Every HTML page and the search index of a built site, by path, without cache notes."""
+    found = {str(p.relative_to(site)): p.read_text("utf-8") for p in site.rglob("*.html")}
+    index = site / "search" / "search_index.json"
+    if index.exists():
+        found["search/search_index.json"] = readable(index.read_text("utf-8"))
+    return {name: without_cache_notes(text) for name, text in found.items()}

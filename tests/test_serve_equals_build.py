@@ -1,0 +1,133 @@
+"""What `mkdocs serve` shows after an edit is what a clean `mkdocs build --strict` makes of the same
+files: a note, an included snippet and an imported module, mkdocs.yml, a new note, a deleted note
+and a draft flag, with the site cache on (the fast paths) — compared page by page."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from . import blogsite
+from .test_serve import free_port
+
+# what serve adds to every page (a page reloads itself after a rebuild)
+LIVERELOAD = re.compile(r"<script>\nvar livereload = function.*?</script>(?=</body>)", re.S)
+
+
+class Serve:
+    def __init__(self, root: Path, port: int) -> None:
+        self.root, self.port, self.log = root, port, root / "serve.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{port}"],
+                cwd=root,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=blogsite.ENV,
+                start_new_session=True,
+            )
+        self.builds = 0
+        self._wait(lambda text: "Serving on" in text)
+        time.sleep(1.0)  # let the watcher settle before the first edit
+        self.builds = self._count()
+
+    def _count(self) -> int:
+        return self.log.read_text(errors="replace").count("Reloading browsers")
+
+    def _wait(self, ready, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not ready(self.log.read_text(errors="replace")):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(self.log.read_text(errors="replace")[-4000:])
+            time.sleep(0.2)
+
+    def rebuilt(self) -> None:
+        """Wait for the rebuild an edit started, and for quiet afterwards."""
+        self._wait(lambda text: text.count("Reloading browsers") > self.builds)
+        time.sleep(1.5)
+        self._wait(lambda text: "Building documentation" not in text.rsplit("Reloading browsers", 1)[1])
+        self.builds = self._count()
+
+    def get(self, path: str) -> str | None:
+        try:
+            url = f"http://127.0.0.1:{self.port}/{urllib.parse.quote(path)}"
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return LIVERELOAD.sub("", response.read().decode("utf-8"))
+        except urllib.error.HTTPError:
+            return None
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def assert_serve_equals_clean_build(serve: Serve, root: Path, step: str) -> dict[str, str]:
+    site = root / f"clean-{step}"
+    result = blogsite.build(root, site)
+    assert result.returncode == 0, result.stderr[-3000:]
+    clean = blogsite.pages(site)
+    served = {name: serve.get(name.removesuffix("index.html")) for name in clean}
+    if served.get("search/search_index.json"):
+        served["search/search_index.json"] = blogsite.readable(served["search/search_index.json"] or "")
+    served = {name: blogsite.without_cache_notes(page or "") for name, page in served.items()}
+    different = [name for name in clean if served[name] != clean[name]]
+    if different:
+        diff = difflib.unified_diff(
+            clean[different[0]].splitlines(), (served[different[0]] or "").splitlines(), lineterm="", n=1
+        )
+        detail = "\n".join(list(diff)[:40])
+        raise AssertionError(f"after {step}: served pages differ from a clean build: {different}\n{detail}")
+    return clean
+
+
+@pytest.mark.slow
+def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
+    port = free_port()
+    blogsite.write_project(tmp_path, site_url=f"http://127.0.0.1:{port}/")
+    serve = Serve(tmp_path, port)
+    try:
+        assert_serve_equals_clean_build(serve, tmp_path, "start")
+        posts = tmp_path / "notes" / "posts"
+
+        # a note: its text, in the excerpt the listings show
+        alpha = posts / "alpha.md"
+        alpha.write_text(alpha.read_text("utf-8").replace("的摘要", "的新摘要"), "utf-8")
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "note")
+        assert "alpha 的新摘要" in pages["alpha/index.html"] + pages["index.html"]
+
+        # an included snippet (--8<--) and a module an exec block imports
+        (tmp_path / "snippets" / "shared.py").write_text("def shared():\n    return 'v2'\n", "utf-8")
+        (tmp_path / "snippets" / "helper.py").write_text("def value():\n    return 42\n", "utf-8")
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "snippets")
+        assert "v2" in pages["alpha/index.html"] and "value 42" in pages["runs/index.html"]
+
+        # mkdocs.yml: every page changes
+        config = (tmp_path / "mkdocs.yml").read_text("utf-8")
+        (tmp_path / "mkdocs.yml").write_text(config.replace("site_name: t\n", "site_name: 新名字\n"), "utf-8")
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "config")
+        assert "新名字" in pages["beta/index.html"]
+
+        # a new note, a deleted note and a draft flag
+        blogsite.write_post(tmp_path, "delta", "笔记 delta", "2025-03-01", "强化学习", "SSM")
+        (posts / "beta.md").unlink()
+        blogsite.write_post(tmp_path, "gamma", "笔记 gamma", "2025-01-03", extra="draft: true\n")
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "new-deleted-draft")
+        listing = pages["index.html"] + pages.get("page/2/index.html", "") + pages["tags/index.html"]
+        assert "笔记 delta" in listing and "笔记 beta" not in listing and "笔记 gamma" not in listing
+    finally:
+        serve.stop()
