@@ -175,7 +175,8 @@ def build(root: Path, site: Path, config: str = "mkdocs.yml") -> subprocess.Comp
 
 # The one thing a fresh build reports differently by design: that a block's result came from the
 # cache (one build ran it moments ago; the next finds it stored).
-CACHE_NOTE = re.compile(r" · cached \d{4}-\d\d-\d\d \d\d:\d\d|<td>(hit|miss)</td>")
+# (in the site's language: "cached November 24, 2026 06:37", "缓存于 2026年11月24日 06:37")
+CACHE_NOTE = re.compile(r" · (?:cached|缓存于) [^<·\"]*?\d\d:\d\d|<td>(hit|miss|命中|未命中)</td>")
 
 
 def without_cache_notes(page: str) -> str:
