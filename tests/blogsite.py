@@ -180,7 +180,8 @@ CACHE_NOTE = re.compile(r" · (?:cached|缓存于) [^<·\"]*?\d\d:\d\d|<td>(hit|
 
 
 def without_cache_notes(page: str) -> str:
-    return CACHE_NOTE.sub("", page)
+    # the search index separates Chinese words with U+200B (jieba): the same on both sides, dropped
+    return CACHE_NOTE.sub("", page.replace("\u200b", ""))
 
 
 def readable(search_index: str) -> str:
