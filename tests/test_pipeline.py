@@ -138,7 +138,7 @@ def test_sessions_share_a_namespace_and_other_blocks_do_not(ran):
 def test_check_passes_for_a_correct_function_and_fails_for_a_wrong_one(ran):
     good, wrong = ran[0]["check_good"].result, ran[0]["check_wrong"].result
     assert good.ok and good.check_name == "softmax:online_softmax"
-    assert {c.dtype for c in good.check} == {"float32", "float16", "bfloat16"} and all(
+    assert {c.dtype for c in good.check} == {"float32", "float16", "bfloat16", "float64"} and all(
         c.ok for c in good.check
     )
     case = good.check[0]
@@ -449,7 +449,7 @@ def test_site_shows_passing_and_failing_checks(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     page = (tmp_path / "site" / "softmax" / "index.html").read_text(encoding="utf-8")
     assert page.count("<table>") == 2  # the two check tables (the theme's own table has a class)
-    assert "12/12 cases pass" in page and "FAIL" in page
+    assert "16/16 cases pass" in page and "FAIL" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
     # figures are published as files, not base64 in the page
     (url,) = re.findall(r'<img[^>]*class="kn-figure"[^>]*src="([^"]+)"', page)

@@ -126,7 +126,7 @@ def test_non_spec_registration_is_rejected():
     ("kwargs", "message"),
     [
         ({"name": "Bad Name"}, "snake_case"),
-        ({"dtypes": ("complex64",)}, "unknown dtypes"),
+        ({"dtypes": ("int8",)}, "unknown dtypes"),
         ({"dtypes": ("float16",)}, "no tolerance"),
         ({"devices": ("tpu",)}, "unknown devices"),
     ],
