@@ -62,7 +62,7 @@ class KernelSpec:
     implementation: Callable[..., Any]
     examples: Callable[[str, Any, int], Sequence[Example]]
     tolerances: Mapping[str, Tolerance]
-    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    dtypes: tuple[str, ...] = DTYPES
     devices: tuple[str, ...] = DEVICES
     flops: Callable[..., float] | None = None
     bytes: Callable[..., float] | None = None
