@@ -4,6 +4,7 @@
     python benchmarks/site.py --notes 30 --notes 300 --notes 1000
     python benchmarks/site.py --notes 30 --no-serve --no-zensical   # builds only
     /work/main/.venv/bin/python benchmarks/site.py --repo /work/main   # "before": another checkout's code
+    python benchmarks/site.py --rebuilds --notes 300          # serve's rebuild in-process, cache on vs off
 
 For each N it writes N notes (the repository's notes copied with distinct titles, slugs, dates, tags
 and categories; their code, formulas and exec blocks unchanged, so the committed results are found by
@@ -285,6 +286,47 @@ def serve_edits(root: Path, slugs: list[str]) -> dict[str, float]:
     return out
 
 
+# ---- in-process rebuilds: the site cache on and off, side by side ------------------------------
+
+REBUILDS = """
+import os, statistics, sys, time, logging
+from pathlib import Path
+from mkdocs.config import load_config
+from mkdocs.commands.build import build
+logging.basicConfig(level=logging.ERROR)
+root = Path({root!r}); os.chdir(root)
+def once():
+    global cfg
+    cfg = load_config("mkdocs.yml", site_dir=str(root / "site"))
+    cfg.plugins.on_startup(command="serve", dirty=False)
+    t = time.perf_counter(); build(cfg, serve_url="http://127.0.0.1:8000/"); return time.perf_counter() - t
+once()
+note = root / "notes" / "posts" / "{slug}.md"; times = []
+for k in range(3):
+    note.write_text(note.read_text().replace("<!-- more -->", f"新的一句 {{k}}。\\n\\n<!-- more -->", 1))
+    times.append(once())
+print("rebuild-median", statistics.median(times), flush=True)
+cfg.plugins.on_shutdown()  # stops the block workers
+"""
+
+
+def inprocess_rebuilds(n: int, cache_off: bool, repo: Path) -> float:
+    """Median of 3 text-edit rebuilds in one process, as `mkdocs serve` runs them (no watcher)."""
+    with tempfile.TemporaryDirectory(prefix=f"kn-rebuild-{n}-") as tmp:
+        root = Path(tmp)
+        slugs = make_site(root, n, repo)
+        if cache_off:  # "before" on the same code: no site cache, mkdocs-jupyter reads every .md
+            text = (root / "mkdocs.yml").read_text("utf-8").replace('      ignore: ["*.md", "*.py"]\n', "")
+            text = text.replace("  - kernelnotes:\n", "  - kernelnotes:\n      site_cache: false\n", 1)
+            (root / "mkdocs.yml").write_text(text, "utf-8")
+        code = REBUILDS.format(root=str(root), slug=slugs[0])
+        proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=ENV, capture_output=True, text=True)
+        found = re.search(r"rebuild-median ([\d.]+)", proc.stdout)
+        if not found:
+            raise RuntimeError(f"rebuilds failed:\n{proc.stderr[-3000:]}")
+        return float(found[1])
+
+
 # ---- the table ---------------------------------------------------------------------------------
 
 
@@ -370,12 +412,25 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser.add_argument("--no-zensical", action="store_true", help="skip the zensical anchor")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
+        "--rebuilds",
+        action="store_true",
+        help="only: serve's text-edit rebuild in-process, site cache on vs off",
+    )
+    parser.add_argument(
         "--repo", type=Path, default=REPO, help="take mkdocs.yml and the notes from this checkout"
     )
     args = parser.parse_args(argv)
     rows = []
     for n in args.notes or [300]:
-        rows += measure(n, not args.no_serve, not args.no_zensical, args.repo.resolve())
+        if args.rebuilds:
+            off = inprocess_rebuilds(n, True, args.repo.resolve())
+            on = inprocess_rebuilds(n, False, args.repo.resolve())
+            rows.append((f"{n} notes: text-edit rebuild, site cache off", f"{off:.1f} s", "", ""))
+            rows.append(
+                (f"{n} notes: text-edit rebuild, site cache on", f"{on:.1f} s", f"{off / on:.1f}× faster", "")
+            )
+        else:
+            rows += measure(n, not args.no_serve, not args.no_zensical, args.repo.resolve())
     table = Table("measure", "value", "target", "met", title="KernelNotes site: build and serve")
     for r in rows:
         table.add_row(*r)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import sys
+
+import pytest
 
 from .conftest import REPO
 
@@ -32,3 +36,15 @@ def test_pipeline_benchmark_quick_mode():
     assert rows["rebuild, nothing changed"][1] == "0 of 12 blocks executed"
     assert rows["rebuild after editing one block of n2.md"][1] == "4 of 12 blocks executed"  # its session
     assert rows["cold build (nothing cached)"][0] > 0 and "markdown-exec build" in rows
+
+
+@pytest.mark.slow
+def test_site_benchmark_builds_generated_notes():
+    spec = importlib.util.spec_from_file_location("bench_site", REPO / "benchmarks" / "site.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_site"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    rows = {name: value for name, value, _, _ in module.main(["--notes", "4", "--no-serve", "--no-zensical"])}
+    assert re.fullmatch(r"[\d.]+ s \(\d+ of \d+ blocks executed\)", rows["4 notes: full mkdocs build"])
+    assert float(rows["4 notes: peak RSS, full build"].split()[0]) > 50
+    assert rows["4 notes: rebuild, nothing changed"].endswith(" s")
