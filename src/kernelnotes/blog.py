@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from kernelnotes import boundedyaml
-from kernelnotes.parse import FENCE_OPEN, make_excerpt, split_code
+from kernelnotes.parse import FENCE_OPEN, make_excerpt, split_code, split_front_matter
 from kernelnotes.safetext import plain_text, terminal_text
 from kernelnotes.textsearch import CJK
 
@@ -42,7 +42,6 @@ SECONDS_PER_DISPLAY_FORMULA = 10
 
 _CJK = re.compile(f"[{CJK}]")
 _WORD = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:['’.\-][A-Za-z0-9\u00c0-\u024f]+)*")
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
 _DISPLAY_MATH = re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.+?\\end\{\1\}", re.S)
 _INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\s)([^$\n]+?)(?<![\s\\])\$(?!\d)|\\\((.+?)\\\)")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -80,8 +79,7 @@ def reading_time(markdown: str) -> int:
 
 
 def _strip_front_matter(markdown: str) -> str:
-    match = _FRONT_MATTER.match(markdown)
-    return markdown[match.end() :] if match else markdown
+    return split_front_matter(markdown)[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -93,10 +91,9 @@ def read_front_matter(text: str) -> tuple[dict[str, Any] | None, str, str | None
 
     SafeLoader matters: an impossible date such as `2024-13-45` makes it raise, and so the blog.
     """
-    match = _FRONT_MATTER.match(text.lstrip("\ufeff"))
-    if not match:
+    front, _, _ = split_front_matter(text.lstrip("\ufeff"))  # the project's one front-matter rule
+    if front is None:
         return None, "", "no front matter"
-    front = match.group(1) or ""
     try:
         meta = boundedyaml.load(front, yaml.SafeLoader) or {}
     except (yaml.YAMLError, ValueError) as exc:

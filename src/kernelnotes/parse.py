@@ -182,17 +182,27 @@ def parse_notebook(text: str, relpath: str, resolver: IncludeResolver) -> ParseR
     return ParseResult(note, problems)
 
 
+# Front matter as MkDocs (and so material's blog) finds it: the one rule of the project, used by the
+# index, the blog guards (kernelnotes.blog) and the metadata cleaner (kernelnotes.site_metadata).
+FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
+_OPENING = re.compile(r"\A\ufeff?---[ \t]*\n")
+
+
+def split_front_matter(text: str) -> tuple[str | None, str, int]:
+    """(front-matter text, or None when there is none; the body; the body's first line number)."""
+    match = FRONT_MATTER.match(text)
+    if match is None:
+        return None, text, 1
+    return match.group(1) or "", text[match.end() :], match.group(0).count("\n") + 1
+
+
 def _split_front_matter(text: str, relpath: str, problems: list[Problem]) -> tuple[dict[str, Any], str, int]:
     """Return (front matter, body, first body line). Bad YAML leaves meta empty and reports where."""
-    if not text.startswith("---\n"):
+    raw, body, body_line = split_front_matter(text)
+    if raw is None:
+        if _OPENING.match(text):
+            problems.append(Problem(relpath, 1, "front matter is never closed", "add a line '---' after it"))
         return {}, text, 1
-    lines = text.split("\n")
-    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() in ("---", "...")), None)
-    if end is None:
-        problems.append(Problem(relpath, 1, "front matter is never closed", "add a line '---' after it"))
-        return {}, text, 1
-    raw = "\n".join(lines[1:end])
-    body = "\n".join(lines[end + 1 :])
     try:
         meta = boundedyaml.load(raw, _Loader) or {}
     except yaml.YAMLError as exc:
@@ -205,11 +215,11 @@ def _split_front_matter(text: str, relpath: str, problems: list[Problem]) -> tup
             else "fix the YAML syntax"
         )
         problems.append(Problem(relpath, line, f"invalid YAML front matter: {reason}", hint))
-        return {}, body, end + 2
+        return {}, body, body_line
     if not isinstance(meta, dict):
         problems.append(Problem(relpath, 2, "front matter is not a mapping", "write 'key: value' lines"))
-        return {}, body, end + 2
-    return {str(k): v for k, v in meta.items()}, body, end + 2
+        return {}, body, body_line
+    return {str(k): v for k, v in meta.items()}, body, body_line
 
 
 def _build_note(

@@ -39,14 +39,13 @@ from markupsafe import Markup
 
 from kernelnotes import boundedyaml
 from kernelnotes.blog import _is_post
-from kernelnotes.parse import split_code
+from kernelnotes.parse import FRONT_MATTER, split_code
 from kernelnotes.safetext import html_text, plain_text, terminal_text
 
 HTML_META_KEYS = ("title", "description", "subtitle")  # printed into HTML by material's templates
 _MARKDOWN_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")  # ASCII punctuation, `<` and `&` included
 _ATX_H1 = re.compile(r"^ {0,3}#(?:[ \t]|$)", re.M)
 _SETEXT_H1 = re.compile(r"^ {0,3}\S.*\n {0,3}=+[ \t]*$", re.M)
-_FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
 
 
 def exclude_yaml_bombs(files: Any) -> list[str]:
@@ -61,7 +60,7 @@ def exclude_yaml_bombs(files: Any) -> list[str]:
             continue
         try:
             with open(file.abs_src_path, encoding="utf-8-sig", errors="replace") as handle:
-                match = _FRONT_MATTER.match(handle.read())
+                match = FRONT_MATTER.match(handle.read())
         except OSError:
             continue  # mkdocs reports an unreadable page itself
         if not match or "*" not in (match.group(1) or ""):
