@@ -286,3 +286,32 @@ def test_unquoted_attribute_values_are_reported(project):
     lines = [str(p) for p in app.update_index().problems]
     assert 'a.md:3: error: code block attribute exec=on needs quotes (write exec="on")' in lines
     assert any("session=s needs quotes" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_a_checked_function_may_return_a_named_tuple(project):
+    """The note's process sends plain containers to the checker: a NamedTuple of the note's own
+    class (as a MoE router returns) is compared by its first tensor, not a crash of the process."""
+    text = textwrap.dedent(
+        """\
+        # 命名元组
+
+        ```python exec="on" check="softmax"
+        from typing import NamedTuple
+
+        import torch
+
+
+        class Out(NamedTuple):
+            probs: torch.Tensor
+            rows: int
+
+
+        def softmax(x):
+            return Out(torch.softmax(x.float(), dim=-1).to(x.dtype), x.shape[0])
+        ```
+        """
+    )
+    _, outcomes = _recorded(project, text)
+    (outcome,) = outcomes
+    assert outcome.result.ok, outcome.result.error or [c.message for c in outcome.result.check]

@@ -242,7 +242,11 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, tuple | list):
         items = [_plain(v) for v in value]
-        return _OPAQUE if any(i is _OPAQUE for i in items) else type(value)(items)
+        if any(i is _OPAQUE for i in items):
+            return _OPAQUE
+        # plain containers only: a NamedTuple's class (the note's own) is neither rebuilt from a list
+        # nor something torch.load(weights_only=True) may construct
+        return tuple(items) if isinstance(value, tuple) else items
     return _OPAQUE
 
 
