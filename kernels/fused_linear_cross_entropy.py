@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 # Row tile of the log-sum-exp kernel: large on the interpreter (fixed Python cost per loop step).
@@ -425,8 +426,7 @@ TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=2e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-3),
     "bfloat16": Tolerance(atol=5e-2, rtol=5e-2, floor=8e-3),
-    # float64: held to fp64 precision by the floor; allclose at fp32 level for notes (as testing.FLOAT64)
-    "float64": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-12),
+    "float64": FLOAT64,  # the project's float64 rule (kernels/testing.py)
 }
 
 SPECS: tuple[KernelSpec, ...] = (

@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from kernelnotes.kernels._common import INTERPRET, empty_out, finish, next_pow2
+from kernelnotes.kernels.testing import FLOAT64
 from kernelnotes.kernelspec import Example, KernelSpec, Tolerance
 
 MAX_EXPERTS = 4096  # a row of expert logits is held in registers by one program
@@ -615,8 +616,7 @@ ROUTER_TOLERANCES = {
     "float32": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-6),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=1e-3),
     "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=8e-3),
-    # float64: held to fp64 precision by the floor; allclose at fp32 level for notes (as testing.FLOAT64)
-    "float64": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-12),
+    "float64": FLOAT64,  # the project's float64 rule (kernels/testing.py)
 }
 # Grouped GEMM: as matmul for the O(1) outputs (summation order decides ties). The floors are one
 # ulp of d weight, a sum over up to ~100 rows of O(1) products (|values| up to ~32: fp16 ulp 1.6e-2,
@@ -626,8 +626,7 @@ GROUPED_TOLERANCES = {
     "float32": Tolerance(atol=1e-4, rtol=1e-4, floor=1e-4),
     "float16": Tolerance(atol=1e-2, rtol=1e-2, floor=3.2e-2),
     "bfloat16": Tolerance(atol=2e-2, rtol=2e-2, floor=0.125),
-    # float64: held to fp64 precision by the floor; allclose at fp32 level for notes (as testing.FLOAT64)
-    "float64": Tolerance(atol=1e-5, rtol=1e-5, floor=1e-12),
+    "float64": FLOAT64,  # the project's float64 rule (kernels/testing.py)
 }
 
 SPECS: tuple[KernelSpec, ...] = (
