@@ -29,11 +29,13 @@ NOTES = sorted(
     for p in (REPO / "notes").rglob("*")
     if p.suffix == ".ipynb" or (p.suffix == ".md" and 'exec="on"' in p.read_text(encoding="utf-8"))
 )
-# Blocks whose output legitimately differs between runs: they time themselves, or draw unseeded
-# random numbers. (Seeded ones are compared: the same seed gives the same numbers on CPU.)
+# Blocks whose output legitimately differs between runs: they time themselves, draw unseeded
+# random numbers, or probe the machine. (Seeded ones are compared: the same seed gives the same numbers on CPU.)
 TIMING = re.compile(r"perf_counter|time\.time\(|timeit|do_bench|benchmark\.Timer")
 RANDOM = re.compile(r"rand|random|normal_\(|uniform_\(|multinomial|bernoulli|dropout", re.I)
 SEEDED = re.compile(r"manual_seed|\.seed\(|default_rng\(|Generator\(")
+# ... or describe the machine they run on (tools installed, ports in use): the Dify note's checks
+MACHINE = re.compile(r"shutil\.which|socket\.|subprocess|platform\.")
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 FAIL_REASON = re.compile(r"^(.+ (?:float32|float16|bfloat16)): .*$", re.M)  # below a failing check table
 
@@ -134,7 +136,7 @@ def test_exported_notebook_runs_and_reproduces_the_page(
         key = meta["session"] or i
         sessions[key] = sessions.get(key, "") + cell.source  # the code this cell's state comes from
         code = sessions[key]
-        if TIMING.search(code) or (RANDOM.search(code) and not SEEDED.search(code)):
+        if TIMING.search(code) or MACHINE.search(code) or (RANDOM.search(code) and not SEEDED.search(code)):
             continue
         if "device" not in meta:  # exported without outputs: nothing recorded to compare with
             continue
