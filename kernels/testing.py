@@ -91,6 +91,11 @@ def scaled_floor(tol: Tolerance, ref: torch.Tensor, reduction: int = 1) -> float
     return tol.floor * floor_scale(ref, reduction)
 
 
+def _mismatch(message: str) -> Comparison:
+    """A comparison that failed before any error could be measured (shape, NaN/inf placement)."""
+    return Comparison(float("inf"), float("inf"), 0.0, 0.0, False, message)
+
+
 def compare(
     out: torch.Tensor,
     ref: torch.Tensor,
@@ -104,25 +109,11 @@ def compare(
     """Compare `out` with the fp32 reference `ref` under the policy. `ref_lowp` is torch in the input
     dtype; `reduction` is the number of terms each output accumulates (1: elementwise)."""
     if out.shape != ref.shape:
-        return Comparison(
-            float("inf"),
-            float("inf"),
-            0.0,
-            0.0,
-            False,
-            f"{what}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}",
-        )
+        return _mismatch(f"{what}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
     o, r = _widen(out), _widen(ref)
     bad = nonfinite_mismatch(o, r)
     if bad:
-        return Comparison(
-            float("inf"),
-            float("inf"),
-            0.0,
-            0.0,
-            False,
-            f"{what}: {bad} NaN/inf entries where the reference has none or another value",
-        )
+        return _mismatch(f"{what}: {bad} NaN/inf entries where the reference has none or another value")
     finite = torch.isfinite(r)
     o, r = o[finite], r[finite]
     err = max_abs(o, r)

@@ -4,8 +4,6 @@ catalogs; timings shown only with what they measured (never an interpreter time 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 
 import markdown
@@ -19,6 +17,7 @@ from kernelnotes.report import report_markdown
 from kernelnotes.results import CheckCase, RunResult
 
 from .conftest import REPO
+from .test_site import mkdocs_build
 
 CJK = re.compile(r"[\u3400-\u9fff\uff08\uff09\uff1a]")
 CPU = "AMD EPYC 9454 48-Core Processor (2 cores)"
@@ -154,21 +153,7 @@ def test_built_note_page_speaks_the_sites_language(tmp_path, language):
         "  - pymdownx.superfences\n  - tables\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "-f",
-            str(tmp_path / "mkdocs.yml"),
-            "-d",
-            str(tmp_path / "site"),
-        ],
-        capture_output=True,
-        text=True,
-        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin", "KERNELNOTES_LOAD_PLUGINS": "0"},
-    )
+    result = mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site", strict=False)
     assert result.returncode == 0, result.stderr[-2000:]
     html = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     boxes = re.findall(r'<details class="\w+".*?</details>|<div class="admonition \w+">.*?</div>', html, re.S)

@@ -13,11 +13,14 @@ import nbformat
 from .conftest import REPO
 
 
-def mkdocs_build(config, site_dir, *extra):
+def mkdocs_build(config, site_dir, *extra, strict=True, cwd=None):
+    """A real `mkdocs build` in its own process (strict unless asked otherwise)."""
+    flags = ["--strict"] if strict else []
     return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site_dir), *extra],
+        [sys.executable, "-m", "mkdocs", "build", *flags, "-f", str(config), "-d", str(site_dir), *extra],
         capture_output=True,
         text=True,
+        cwd=cwd,
         env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin", "KERNELNOTES_LOAD_PLUGINS": "0"},
     )
 
@@ -137,22 +140,7 @@ def test_site_resolves_includes_like_kn_from_any_folder(tmp_path):
     _include_project(root)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "-f",
-            str(root / "mkdocs.yml"),
-            "-d",
-            str(tmp_path / "site"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=elsewhere,
-        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin", "KERNELNOTES_LOAD_PLUGINS": "0"},
-    )
+    result = mkdocs_build(root / "mkdocs.yml", tmp_path / "site", strict=False, cwd=elsewhere)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     short = (tmp_path / "site" / "short" / "index.html").read_text(encoding="utf-8")
     assert short.count("hello from an include") == 2  # the included source, then its output
