@@ -295,6 +295,7 @@ def test_renames_of_identical_files_keep_their_ids(project, index):
 
 def test_datasette_browses_and_searches_the_index(tmp_path, project):
     import asyncio
+    import concurrent.futures
     import urllib.parse
 
     from datasette.app import Datasette
@@ -312,6 +313,9 @@ def test_datasette_browses_and_searches_the_index(tmp_path, project):
         )
         return notes, found
 
-    notes, found = asyncio.run(query())
+    # A fresh thread owns its own event loop: Playwright's sync API keeps one
+    # running in this worker's main thread when a browser test ran before.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        notes, found = pool.submit(asyncio.run, query()).result()
     assert notes.status_code == 200 and {r["title"] for r in notes.json()} == {"连续扩散模型", "梯度检查点"}
     assert found.status_code == 200 and len(found.json()) == 1
