@@ -334,9 +334,11 @@ def zensical(root: Path) -> tuple[Run, Run] | None:
     exe = BIN / "zensical"
     if not exe.exists():
         return None
-    # Zensical reads mkdocs.yml but takes no slugify callable (every note sets its slug anyway)
+    # Zensical reads mkdocs.yml; it takes pymdownx's slug callable but no other (an older checkout's
+    # `--repo` config: dropped, every note sets its slug anyway). Its own output folder.
     text = (root / "mkdocs.yml").read_text("utf-8")
-    (root / "zensical.yml").write_text(re.sub(r"\n\s*post_slugify:.*", "", text), "utf-8")
+    text = re.sub(r"\n\s*post_slugify: (?!!!python/object/apply:pymdownx).*", "", text)
+    (root / "zensical.yml").write_text(text + "\nsite_dir: zensical-site\n", "utf-8")
     cold = timed([str(exe), "build", "-f", "zensical.yml", "--clean"], root)
     warm = timed([str(exe), "build", "-f", "zensical.yml"], root)
     return cold, warm

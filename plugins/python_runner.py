@@ -81,6 +81,18 @@ class PythonRunner:
         finally:
             self.workers.put(worker)
 
+    def warm_up(self, context: RunContext) -> None:
+        """Start one worker now (torch imported), unless one is running the current code already."""
+        self._restart_if_project_changed(context)
+        worker = self.workers.get()
+        try:
+            if not worker.alive:
+                worker.start()
+        except WorkerError:
+            pass  # the block that needs the worker reports why it could not start
+        finally:
+            self.workers.put(worker)
+
     def _run(
         self, worker: WorkerProcess, note: Note, snippets: list[Snippet], context: RunContext
     ) -> list[RunResult]:

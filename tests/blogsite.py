@@ -24,6 +24,7 @@ theme:
   name: material
   language: zh
   font: false
+  custom_dir: overrides
 plugins:
   - search:
       lang: zh
@@ -130,6 +131,8 @@ def write_project(root: Path, *, site_url: str = "https://example.org/", cache: 
     (root / "snippets").mkdir(exist_ok=True)
     (root / "snippets" / "shared.py").write_text("def shared():\n    return 1\n", encoding="utf-8")
     (root / "snippets" / "helper.py").write_text("def value():\n    return 1\n", encoding="utf-8")
+    (root / "overrides").mkdir(exist_ok=True)
+    write_theme_override(root, "页脚一")
     (root / "notes" / "index.md").write_text("# 最新笔记\n", encoding="utf-8")
     (root / "notes" / "tags.md").write_text("# 标签\n\n<!-- material/tags -->\n", encoding="utf-8")
     for i, (slug, category, tag) in enumerate(
@@ -144,6 +147,16 @@ def write_project(root: Path, *, site_url: str = "https://example.org/", cache: 
 def write_config(root: Path, *, site_url: str, cache: bool = True, extra: str = "") -> None:
     text = CONFIG.format(site_url=site_url, cache="true" if cache else "false") + extra
     (root / "mkdocs.yml").write_text(text, encoding="utf-8")
+
+
+def write_theme_override(root: Path, footer: str) -> None:
+    """A template of the theme's custom_dir: editing it changes every page."""
+    (root / "overrides" / "main.html").write_text(
+        '{% extends "base.html" %}\n{% block extrahead %}{{ super() }}<meta name="kn-test" content="'
+        + footer
+        + '">{% endblock %}\n',
+        encoding="utf-8",
+    )
 
 
 def write_post(

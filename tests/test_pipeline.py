@@ -515,3 +515,28 @@ def test_notes_outside_the_notes_folder_keep_distinct_names(project, tmp_path):
     settings = load_settings(notes=project.notes, db=tmp_path / "i.db", cwd=project.root)
     notes, problems = load_notes(settings, paths)
     assert not problems and sorted(n.path for n in notes) == ["drafts/a/x.md", "drafts/b/x.md"]
+
+
+def test_warm_up_starts_the_worker_the_next_edit_uses(project):
+    """Under serve every block may be cached: warm_up starts the Python worker in the background, and
+    the block run next uses that process instead of starting another."""
+    project.note("a.md", '# A\n\n```python exec="on"\nprint("one")\n```\n\n```text\nnot run\n```\n')
+    settings, pipeline = make(project)
+    try:
+        notes = load_notes(settings)[0]
+        pipeline.run(notes)  # sets the project's code version, as a build does before warming up
+        runner = pipeline.stash["python-runner"]
+        runner.close()
+        assert not any(w.alive for w in runner.all)
+        thread = pipeline.warm_up(notes)
+        assert thread is not None
+        thread.join(120)
+        worker = runner.all[0]
+        assert worker.alive and worker.started == 2
+        project.note("a.md", '# A\n\n```python exec="on"\nprint("two")\n```\n')
+        outcomes = pipeline.run(load_notes(settings)[0])
+        assert outcomes[0].result.stdout.strip() == "two" and pipeline.executed == 2
+        assert worker.started == 2  # no second start: the warm worker ran it
+    finally:
+        pipeline.close()
+    assert pipeline.warm_up([]) is None  # nothing executable: nothing starts

@@ -1,6 +1,7 @@
 """What `mkdocs serve` shows after an edit is what a clean `mkdocs build --strict` makes of the same
-files: a note, an included snippet and an imported module, mkdocs.yml, a new note, a deleted note
-and a draft flag, with the site cache on (the fast paths) — compared page by page."""
+files: a note's text, its title and tags, a theme template, an included snippet and an imported
+module, mkdocs.yml, a new note, a deleted note and a draft flag, with the site cache on (the fast
+paths, the memoised page templates among them) — compared page by page."""
 
 from __future__ import annotations
 
@@ -106,6 +107,24 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         serve.rebuilt()
         pages = assert_serve_equals_clean_build(serve, tmp_path, "note")
         assert "alpha 的新摘要" in pages["alpha/index.html"] + pages["index.html"]
+
+        # a title and a tag: the note, every listing, the tags page and the search index show them
+        alpha.write_text(
+            alpha.read_text("utf-8")
+            .replace("title: 笔记 alpha", "title: 笔记 alpha 改名")
+            .replace("tags: [attention]", "tags: [显存]"),
+            "utf-8",
+        )
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "title-and-tag")
+        assert "笔记 alpha 改名" in pages["alpha/index.html"] and "显存" in pages["tags/index.html"]
+        assert "笔记 alpha 改名" in pages["tags/index.html"]
+
+        # a template of the theme's custom_dir: every page
+        blogsite.write_theme_override(tmp_path, "页脚二")
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "theme")
+        assert 'content="页脚二"' in pages["gamma/index.html"]
 
         # an included snippet (--8<--) and a module an exec block imports
         (tmp_path / "snippets" / "shared.py").write_text("def shared():\n    return 'v2'\n", "utf-8")

@@ -17,6 +17,7 @@ plus three thin helpers that the kernelnotes mkdocs plugin calls with mkdocs' ow
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import math
 import os
@@ -54,6 +55,7 @@ _INLINE_CODE = re.compile(r"`+([^`]+)`+")
 # Reading time
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and serve asks again for every unchanged note
 def reading_time(markdown: str) -> int:
     """Minutes to read a note (at least 1): CJK characters, English words and code counted apart.
 

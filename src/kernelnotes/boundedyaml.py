@@ -6,10 +6,14 @@ templates, `str()`) visits 9⁹ values and runs out of memory. `load` composes t
 counts the values it expands to without expanding it (each node once, memoised), and refuses a
 document over `MAX_VALUES` — or one whose aliases loop — with a `MarkedYAMLError` that names the
 line, so callers report it like any YAML error. Documents without aliases are loaded as before.
+
+Loaded documents are memoised by their text (a copy is returned: callers mutate front matter), as a
+`mkdocs serve` rebuild reads the front matter of every unchanged note again.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -21,8 +25,21 @@ class AliasBombError(yaml.MarkedYAMLError):
     """The document expands, through aliases, to more than `MAX_VALUES` values, loops or nests too deeply."""
 
 
+MEMO_SIZE = 4096
+_MEMO: dict[tuple[str, type[Any], int], Any] = {}
+
+
 def load(text: str, loader: type[Any] = yaml.SafeLoader, max_values: int = MAX_VALUES) -> Any:
     """`yaml.load(text, loader)`, refusing documents that expand to more than `max_values` values."""
+    key = (text, loader, max_values)
+    if key not in _MEMO:
+        if len(_MEMO) >= MEMO_SIZE:
+            _MEMO.clear()
+        _MEMO[key] = _load(text, loader, max_values)  # an error is raised, never kept
+    return copy.deepcopy(_MEMO[key])
+
+
+def _load(text: str, loader: type[Any], max_values: int) -> Any:
     instance = loader(text)
     try:
         node = instance.get_single_node()

@@ -89,6 +89,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.downloads: set[str] = set()  # notes (src_uri) whose pages link to their exports
         self._figure_base = f"/{FIGURES_DIR}/"
         self._site_cache_path: Path | None = None
+        self._exports: dict[str, dict[str, str]] = {}  # export key -> text per format (serve keeps it)
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self.serving = command == "serve"
@@ -139,8 +140,21 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     def _page_salt(self, page: Page) -> str:
         """What a page's HTML depends on besides its Markdown: the results shown in it."""
-        outcomes = self.outcomes.get(page.file.src_uri) or []
-        return repr([(o.key, o.stale, o.result.created_at if o.result else "") for o in outcomes])
+        return self._results_sig(page.file.src_uri)
+
+    def _results_sig(self, src_uri: str) -> str:
+        """The identity of the results shown for a note (a stored result never changes)."""
+        return repr(
+            [
+                (
+                    o.key,
+                    o.stale,
+                    o.result.created_at if o.result else "",
+                    [(r.created_at, s) for r, s in o.others],
+                )
+                for o in self.outcomes.get(src_uri) or []
+            ]
+        )
 
     def on_pre_build(self, config: MkDocsConfig) -> None:
         """Bring the note index up to date and report each note's problems as one line."""
@@ -178,6 +192,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                         f"{outcome.note_path}:{outcome.snippet.start_line}: snippet failed: {outcome.failure_line()}"
                     )
                 )
+        if self.serving:  # the author's next code edit finds a worker with torch imported
+            pipeline.warm_up(notes)
         ResultsView.activate(ResultsView(self.app, outcomes, self._figure_link))
         if self.config.report_page and not files.get_file_from_path(self.config.report_page):
             files.append(
@@ -233,7 +249,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> Any:
         site_metadata.install(env, files)
         if self.config.site_cache:
-            site_cache.cache_templates(env)  # serve rebuilds reuse compiled templates
+            site_cache.cache_templates(env, config)  # serve rebuilds reuse templates and pages
         return env
 
     # Before every other plugin (the RSS plugin reads `date` in its own on_page_markdown, the blog
@@ -270,23 +286,53 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     on_page_markdown = CombinedEvent(_clean_meta, _prepare_post, _download_links)
 
     def _write_downloads(self, config: MkDocsConfig) -> None:
-        """Export the pages that link to downloads, from this build's outcomes (no block runs again)."""
+        """Export the pages that link to downloads, from this build's outcomes (no block runs again).
+
+        An export is a pure function of the note's text, its includes and the results shown, so it
+        is kept by a hash of those (in the process for serve, on disk for the next build): a save
+        exports only the note it changed."""
         if not self.downloads or self.app is None:
             return
-        from kernelnotes.export import export_note
+        from kernelnotes import export
 
         docs = Path(config.docs_dir)
         shown = Path(os.path.relpath(docs, Path(config.config_file_path).parent)).as_posix()  # e.g. "notes"
+        cache = self._site_cache_file(config).parent / "exports"
+        code = hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()
         notes = self.app.index.parsed_notes(self.app.resolver, sorted(self.downloads))
+        used = set()
         for note in notes:
             text = (docs / note.path).read_text(encoding="utf-8")
-            export = export_note(note, text, self.outcomes[note.path], f"{shown}/{note.path}")
-            for problem in export.problems:
-                log.debug(str(problem))  # failed blocks were warned about; the rest is for `kn export`
+            key = hashlib.sha256(
+                repr(
+                    (
+                        code,
+                        text,
+                        shown,
+                        note.path,
+                        sorted(note.includes.items()),
+                        self._results_sig(note.path),
+                    )
+                ).encode("utf-8", "surrogatepass")
+            ).hexdigest()
+            texts = self._exports.get(key) or _read_exports(cache, key)
+            if texts is None:
+                made = export.export_note(note, text, self.outcomes[note.path], f"{shown}/{note.path}")
+                for problem in made.problems:
+                    log.debug(str(problem))  # failed blocks were warned about; the rest is for `kn export`
+                texts = {fmt: made.text(fmt) for fmt, _, _ in DOWNLOADS}
+                _write_exports(cache, key, texts)
+            self._exports[key] = texts
+            used.add(key)
             stem = Path(config.site_dir, DOWNLOADS_DIR, note.path.rsplit(".", 1)[0])
             stem.parent.mkdir(parents=True, exist_ok=True)
-            for fmt, _, _ in DOWNLOADS:
-                stem.with_name(f"{stem.name}.{fmt}").write_text(export.text(fmt), encoding="utf-8")
+            for fmt, content in texts.items():
+                stem.with_name(f"{stem.name}.{fmt}").write_text(content, encoding="utf-8")
+        if not self.serving:  # keep what this build used; serve's edits are pruned by the next build
+            self._exports = {k: v for k, v in self._exports.items() if k in used}
+            for old in cache.glob("*.*") if cache.is_dir() else ():
+                if old.name.split(".", 1)[0] not in used:
+                    old.unlink(missing_ok=True)
 
     @event_priority(-100)  # after the RSS plugin wrote its feeds
     def _fix_json_feeds(self, *, config: MkDocsConfig) -> None:
@@ -316,12 +362,17 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     on_post_build = CombinedEvent(_fix_json_feeds, _post_build)
 
     def on_serve(self, server: Any, *, config: MkDocsConfig, builder: Any) -> Any:
-        """Rebuild when a snippet file or a kernel changes, not only when a note does."""
+        """Rebuild when a snippet file, a kernel or a theme override changes, not only a note."""
         if self.app is not None and self.config.enabled:
             settings = self.app.settings
             for folder in (settings.snippets_dir, settings.root / "kernels", settings.plugins_dir):
                 if folder is not None and folder.is_dir():
                     server.watch(str(folder))
+        custom_dir = (
+            config.theme.custom_dir
+        )  # the project's templates (mkdocs watches only with --watch-theme)
+        if custom_dir and Path(custom_dir).is_dir():
+            server.watch(custom_dir)
         return server
 
     def on_shutdown(self) -> None:
@@ -343,3 +394,21 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if self.app is not None:
             self.app.close()
             self.app = None
+
+
+def _read_exports(folder: Path, key: str) -> dict[str, str] | None:
+    try:
+        return {fmt: (folder / f"{key}.{fmt}").read_text("utf-8") for fmt, _, _ in DOWNLOADS}
+    except OSError:
+        return None
+
+
+def _write_exports(folder: Path, key: str, texts: dict[str, str]) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for fmt, content in texts.items():
+            tmp = folder / f"{key}.{fmt}.tmp"
+            tmp.write_text(content, "utf-8")
+            tmp.replace(folder / f"{key}.{fmt}")
+    except OSError as error:  # a read-only cache costs time, never the build
+        log.debug(f"kernelnotes: export cache not written in {folder}: {error}")

@@ -78,7 +78,9 @@ class Runner(Protocol):
     """Executes the blocks of one session in order; returns one result per block.
 
     `run_session` is called from up to `context.options.jobs` threads at once (one session each), so
-    a runner shared between sessions must be thread-safe.
+    a runner shared between sessions must be thread-safe. A runner may also define
+    `warm_up(context)`: `mkdocs serve` calls it from a background thread after each build, so the
+    first block an author edits does not wait for an interpreter to start.
     """
 
     def run_session(self, note: Note, snippets: list[Snippet], context: RunContext) -> list[RunResult]: ...
@@ -141,6 +143,30 @@ class Pipeline:
         else:
             chunks = [self._run_group(note, group, keys, progress) for note, group in work]
         return sorted((o for chunk in chunks for o in chunk), key=lambda o: (o.note_path, o.snippet.index))
+
+    def warm_up(self, notes: Iterable[Note]) -> threading.Thread | None:
+        """Start, in a background thread, the runners that the notes' executable blocks use and that
+        can warm up (see Runner); returns the thread, or None when there is nothing to start."""
+        if not self.options.execute:
+            return None
+        first: dict[str, Snippet] = {}
+        for note in notes:
+            for snippet in self.snippets(note):
+                if snippet.executable:
+                    first.setdefault(snippet.language, snippet)
+        runners: list[Any] = []
+        with self._lock:  # choose_runner is called under the lock (it fills the stash)
+            for snippet in first.values():
+                runner = self.pm.hook.choose_runner(snippet=snippet, context=self.context)
+                if callable(getattr(runner, "warm_up", None)) and runner not in runners:
+                    runners.append(runner)
+        if not runners:
+            return None
+        thread = threading.Thread(
+            target=lambda: [r.warm_up(self.context) for r in runners], name="kernelnotes-warm-up", daemon=True
+        )
+        thread.start()
+        return thread
 
     def key_maker(self) -> KeyMaker:
         """Cache keys over this project's code: the snippets folder and every registered plugin."""

@@ -14,6 +14,16 @@ the previous build exactly, so it is memoised here, keyed on everything the resu
   abbreviations the excerpt could use); otherwise material's own path runs. Results are memoised.
 - **Templates**: serve makes a new Jinja environment for every rebuild, which compiles every
   template again; their bytecode is kept (Jinja's own BytecodeCache, checked against the source).
+- **Rendered pages** (the theme's template for each page, most of a rebuild once the Markdown is
+  cached): keyed on the page's own HTML, table of contents and metadata, the excerpts a listing
+  shows, and a site-wide signature of what any page shows of the others — every page's title, URL,
+  metadata, neighbours and categories, and the navigation — plus the config file and the theme's
+  files. A text edit re-renders the note and the listings showing its excerpt; a title edit, every
+  page. A page whose context holds anything a plugin outside mkdocs.yml's known set added is
+  rendered every time. Kept in the process only (serve), for the pages of the last build.
+- **Posts' front matter and excerpt parsers**: material reads every post's YAML again at each build
+  (memoised by its text, a copy returned) and makes a Markdown parser per excerpt up front (made on
+  first use instead: cached excerpts never need one).
 - **Search entries** (material's search `SearchIndex.add_entry_from_context`): HTML parsing and
   jieba segmentation per page, keyed on the page's HTML, URL, table of contents and indexed meta.
 
@@ -28,9 +38,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -52,6 +64,10 @@ class State:
     renders: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
     excerpts: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
     search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)  # rendered page templates (in the process only)
+    theme_sig: str = ""
+    theme_reads_pages: bool = True  # until the theme is scanned: key on every page's data
+    site: tuple[Any, str] | None = None  # (this build's page list, its signature)
     stats: dict[str, int] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)  # keys this build used: what save() keeps
     recording: list[str] | None = None  # files pymdownx.snippets opened during the current render
@@ -196,6 +212,10 @@ def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> Non
         STATE.renders.clear()
         STATE.excerpts.clear()
         STATE.search.clear()
+        STATE.pages.clear()
+    # rendered pages are large: keep only the previous build's (a serve session edits a few)
+    STATE.pages = {k: v for k, v in STATE.pages.items() if k in STATE.used}
+    STATE.site = None
     STATE.config_sig = sig
     STATE.page_salt = page_salt
     STATE.used = set()
@@ -210,7 +230,13 @@ def install() -> list[str]:
         skipped.append(f"mkdocs {version('mkdocs')} is not {_range(MKDOCS_RANGE)}")
     material = _version("mkdocs-material")
     if _in_range(material, MATERIAL_RANGE):
-        for name, patch in (("excerpt", _patch_excerpt), ("search", _patch_search)):
+        patches = (
+            ("excerpt", _patch_excerpt),
+            ("search", _patch_search),
+            ("pages", _patch_pages),
+            ("posts", _patch_post_yaml),
+        )
+        for name, patch in patches:
             if not _install_once(name, patch):
                 skipped.append(f"mkdocs-material's {name} code is not the shape this cache expects")
     elif material:
@@ -242,18 +268,24 @@ def _install_once(name: str, patch: Callable[[], bool]) -> bool:
 
 def uninstall() -> None:
     """Restore the original methods (tests run the slow path with this)."""
-    for target, attr, original in _ORIGINALS:
-        setattr(target, attr, original)
+    for target, attr, original in reversed(_ORIGINALS):
+        if original is _MISSING:
+            delattr(target, attr)
+        else:
+            setattr(target, attr, original)
     _ORIGINALS.clear()
-    for name in ("render", "excerpt", "search", "snippets"):
+    for name in ("render", "excerpt", "search", "snippets", "pages", "posts"):
         STATE.installed.pop(name, None)
 
 
 _ORIGINALS: list[tuple[Any, str, Any]] = []
 
 
+_MISSING = object()
+
+
 def _replace(target: Any, attr: str, new: Any) -> None:
-    _ORIGINALS.append((target, attr, getattr(target, attr)))
+    _ORIGINALS.append((target, attr, target.__dict__.get(attr, _MISSING)))
     setattr(target, attr, new)
 
 
@@ -428,21 +460,62 @@ def _patch_excerpt() -> bool:
 
     _replace(Excerpt, "render", render)
 
-    original_init = Excerpt.__init__
+    init, lazy = _lazy_excerpt_init()
+    _replace(Excerpt, "__init__", init)
+    if lazy:
+        _replace(Excerpt, "md", property(_excerpt_markdown))
+    return True
 
-    def init(self: Any, post: Any, config: Any, files: Any) -> None:
-        original_init(self, post, config, files)
+
+def _lazy_excerpt_init() -> tuple[Callable[..., None], bool]:
+    """material's Excerpt.__init__ (9.8) without its Markdown parser, made on first use instead: a
+    parser per post costs more than the excerpts a rebuild renders when they are cached."""
+    from material.plugins.blog import structure
+
+    names = set(structure.Excerpt.__init__.__code__.co_names)
+    if not {"Markdown", "_patch", "ExcerptTreeprocessor", "_RelativePathTreeprocessor"} <= names:
+        original = structure.Excerpt.__init__
+
+        def init(self: Any, post: Any, config: Any, files: Any) -> None:  # another shape: its own
+            original(self, post, config, files)
+            self._kn_files_sig = _files_sig(files)
+
+        return init, False
+
+    def lazy_init(self: Any, post: Any, config: Any, files: Any) -> None:
+        self.file = copy.copy(post.file)
+        self.post = post
+        self._set_canonical_url(config.site_url)
+        self.config = post.config
+        self.meta = post.meta
+        self.authors = []
+        self.categories = []
+        self.more = None
+        self._kn_parser_args = (structure._patch(config), files)
         self._kn_files_sig = _files_sig(files)
 
-    _replace(Excerpt, "__init__", init)
-    return True
+    return lazy_init, True
+
+
+def _excerpt_markdown(self: Any) -> Any:
+    """The excerpt's parser, made as material's __init__ makes it."""
+    from markdown import Markdown
+    from material.plugins.blog.structure import ExcerptTreeprocessor
+    from mkdocs.structure.pages import _RelativePathTreeprocessor
+
+    parser = self.__dict__.get("_kn_parser")
+    if parser is None:
+        config, files = self.__dict__.pop("_kn_parser_args")
+        parser = Markdown(extensions=config.markdown_extensions, extension_configs=config.mdx_configs)
+        parser.treeprocessors.register(ExcerptTreeprocessor(self.post), "excerpt", 0)
+        parser.treeprocessors.register(_RelativePathTreeprocessor(self.file, files, config), "relpath", 1)
+        self.__dict__["_kn_parser"] = parser
+    return parser
 
 
 def _plain_cut(markdown: str, head: str, separator: str) -> bool:
     """Whether the first separator stands alone on a line outside any fenced block (inside one,
     material's split of the HTML would not find it there)."""
-    import re
-
     if not STATE.config_sig:
         return False
     if not (head == "" or head.endswith("\n")) or not re.match(
@@ -456,9 +529,46 @@ def _plain_cut(markdown: str, head: str, separator: str) -> bool:
 def _defines_anything(rest: str) -> bool:
     """Whether the part after the separator could change the excerpt's HTML: footnote, link
     reference or abbreviation definitions (Python-Markdown resolves those document-wide)."""
-    import re
-
     return bool(re.search(r"^ {0,3}(\[[^\]\n]+\]:|\*\[)", rest, re.M))
+
+
+# ---- material: blog posts' front matter --------------------------------------------------------
+
+
+def _patch_post_yaml() -> bool:
+    """material's Post reads every post's front matter with yaml.load at each build: memoised by
+    the text (a copy returned, as material mutates the result)."""
+    import yaml
+    from material.plugins.blog import structure
+
+    if structure.__dict__.get("yaml") is not yaml:
+        return False
+    _replace(structure, "yaml", _MemoYaml())
+    return True
+
+
+class _MemoYaml:
+    """The yaml module with `load` memoised (for one module's use)."""
+
+    def __init__(self) -> None:
+        self.memo: dict[tuple[str, Any], Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        import yaml
+
+        return getattr(yaml, name)
+
+    def load(self, stream: Any, Loader: Any) -> Any:
+        import yaml
+
+        if not isinstance(stream, str):
+            return yaml.load(stream, Loader)
+        key = (stream, Loader)
+        if key not in self.memo:
+            if len(self.memo) >= MAX_ENTRIES:
+                self.memo.clear()
+            self.memo[key] = yaml.load(stream, Loader)
+        return copy.deepcopy(self.memo[key])
 
 
 # ---- material: search entries ------------------------------------------------------------------
@@ -506,13 +616,206 @@ def _toc_sig(toc: Any) -> str:
     return repr(walk(toc or []))
 
 
-# ---- Jinja: compiled templates -----------------------------------------------------------------
+# ---- Jinja: compiled templates and rendered pages ------------------------------------------------
 
 
-def cache_templates(env: Any) -> None:
-    """Give a (new, per-build) Jinja environment the process's bytecode cache."""
+def cache_templates(env: Any, config: Any) -> None:
+    """Give a (new, per-build) Jinja environment the process's bytecode cache, and memoise the pages
+    it renders (the theme's templates are most of a rebuild when the Markdown is cached)."""
     if env.bytecode_cache is None:
         env.bytecode_cache = _TEMPLATES
+    if STATE.installed.get("pages") and STATE.config_sig:
+        env.template_class = _page_template_class()
+        STATE.theme_sig, STATE.theme_reads_pages = _theme_sig(config)
+
+
+# What mkdocs' get_context and the plugins of mkdocs.yml put in a page's template context. A page
+# whose context holds anything else (another plugin's data) is rendered every time.
+_CONTEXT_KEYS = frozenset(
+    {
+        "base_url",  # derived from the page's URL
+        "build_date_utc",  # not read by material's templates (checked by _patch_pages)
+        "config",
+        "extra_css",  # derived from the config and the page's URL
+        "extra_javascript",
+        "mkdocs_version",
+        "nav",
+        "page",
+        "pages",
+        "pagination",  # material's blog views
+        "posts",
+        "tags",  # material's tags plugin
+    }
+)
+
+
+def _patch_pages() -> bool:
+    """Whether the page memo may run: material's templates must not read the build date (it would
+    make every page differ from build to build)."""
+    import material
+
+    folder = Path(material.__file__).parent / "templates"
+    return not any("build_date_utc" in t.read_text("utf-8", "replace") for t in folder.rglob("*.html"))
+
+
+def _page_template_class() -> Any:
+    global _PAGE_TEMPLATE
+    if _PAGE_TEMPLATE is None:
+        import jinja2
+
+        class PageTemplate(jinja2.Template):
+            """A template whose page renders are memoised by everything the theme reads (_page_key)."""
+
+            def render(self, *args: Any, **kwargs: Any) -> str:
+                context = dict(*args, **kwargs)
+                key = _page_key(self.name, context)
+                if key is None:
+                    return super().render(context)
+                hit = STATE.pages.get(key)
+                if hit is not None:
+                    STATE.count("page hit")
+                    STATE.used.add(key)
+                    return hit
+                out = super().render(context)
+                _store(STATE.pages, key, out)
+                STATE.count("page miss")
+                return out
+
+        _PAGE_TEMPLATE = PageTemplate
+    return _PAGE_TEMPLATE
+
+
+_PAGE_TEMPLATE: Any = None
+
+
+def _page_key(name: str | None, context: dict[str, Any]) -> str | None:
+    """A key over everything a page template of the theme can read: this page's HTML, table of
+    contents and URL; every page's title, URL, metadata and neighbours and the navigation (the
+    menus, the listings and the links of every page show those); the config file and the theme's
+    files. None when the context holds something this does not know how to key."""
+    page, nav, pages = context.get("page"), context.get("nav"), context.get("pages")
+    if page is None or nav is None or pages is None or not context.keys() <= _CONTEXT_KEYS:
+        return None
+    try:
+        parts = [
+            "page",
+            STATE.config_sig,
+            STATE.theme_sig,
+            name,
+            context.get("mkdocs_version"),
+            _site_sig(pages),
+            _nav_sig(nav.items),
+            _page_row(page),
+            page.content,
+            _toc_sig(page.toc),
+            [_link(a) for a in page.ancestors],
+            [(t.name, t.hidden, t.url) for t in context.get("tags") or []],
+        ]
+        if "posts" in context:  # a blog view: the excerpts it lists and its place in the pagination
+            parts += [
+                [(_page_row(p), p.content, bool(p.more), _toc_sig(p.toc)) for p in context["posts"]],
+                context.get("pagination") is not None,
+                [v.url for v in getattr(page, "pages", [])],
+                len(getattr(page, "posts", [])),
+            ]
+        return _sha(*parts)
+    except Exception as error:  # an object of a shape this does not know: render it
+        log.debug(f"kernelnotes: page {getattr(page, 'url', '?')} not memoised: {error!r}")
+        return None
+
+
+def _site_sig(pages: list[Any]) -> str:
+    """One hash of the site's pages (computed once per build: the page list is a new object in each
+    build, and every page is read before the first render): their paths and URLs; and, when a
+    template of the theme reads the `pages` variable, everything each page shows of itself."""
+    if STATE.site is not None and STATE.site[0] is pages:
+        return STATE.site[1]
+    rows: list[tuple[Any, ...]] = [(f.src_uri, f.url) for f in pages]
+    if STATE.theme_reads_pages:
+        rows += [_page_row(f.page) for f in pages if f.page is not None]
+    sig = _sha(*rows)
+    STATE.site = (pages, sig)
+    return sig
+
+
+def _page_row(page: Any) -> tuple[Any, ...]:
+    """What the theme shows of a page: on its own, and in the pages that list it, link to it or sit
+    next to it in the navigation (these key the rows of the pages they show). An excerpt lacks some
+    of a page's attributes: None stands for them."""
+    get = functools.partial(getattr, page)
+    config = get("config", None)
+    return (
+        page.url,
+        page.title,
+        _plain(page.meta),
+        get("canonical_url", None),
+        get("edit_url", None),
+        get("is_homepage", None),
+        _link(get("parent", None)),
+        _link(get("previous_page", None)),
+        _link(get("next_page", None)),
+        None if config is None else _plain(dict(config)),  # a blog post or excerpt
+        [_link(c) for c in get("categories", [])],
+        [_plain(dict(a)) for a in get("authors", [])],
+    )
+
+
+def _nav_sig(items: Any) -> list[Any]:
+    """The menus: titles, URLs and the metadata of the pages in them (icons, status)."""
+    return [
+        (
+            type(i).__name__,
+            i.title,
+            getattr(i, "url", None),
+            _plain(i.meta) if getattr(i, "meta", None) else None,
+            _nav_sig(i.children or []),
+        )
+        for i in items
+    ]
+
+
+def _link(item: Any) -> Any:
+    return None if item is None else (item.title, getattr(item, "url", None))
+
+
+def _plain(value: Any) -> str:
+    """A stable text of metadata; an object without a stable text makes the key unique (a miss)."""
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    if " object at 0x" in text:
+        raise ValueError("metadata holds an object without a stable text")
+    return text
+
+
+_READS_PAGES = re.compile(r"(?<![\w.])pages\b")
+
+
+def _theme_sig(config: Any) -> tuple[str, bool]:
+    """The theme's own files (a package's by its version, a project folder such as custom_dir by its
+    files), and whether any of its HTML templates reads the `pages` variable (every page's data)."""
+    parts: list[Any] = [(_version("mkdocs"), _version("mkdocs-material"))]
+    reads_pages = False
+    for folder in config.theme.dirs:
+        base = Path(folder)
+        if "site-packages" in base.parts or "dist-packages" in base.parts:
+            parts.append(base.as_posix())
+            reads_pages = reads_pages or _package_reads_pages(base.as_posix())
+            continue
+        for path in sorted(base.rglob("*")):
+            if path.is_file():
+                text = path.read_text("utf-8", "replace")
+                parts.append((path.as_posix(), _sha(text)))
+                reads_pages = reads_pages or (path.suffix == ".html" and bool(_READS_PAGES.search(text)))
+    return _sha(*parts), reads_pages
+
+
+@functools.cache
+def _package_reads_pages(folder: str) -> bool:
+    """Whether an installed theme's templates read `pages` (scanned once per process)."""
+    return any(
+        _READS_PAGES.search(path.read_text("utf-8", "replace"))
+        for path in Path(folder).rglob("*.html")
+        if ".icons" not in path.parts
+    )
 
 
 def _memory_bytecode_cache() -> Any:
