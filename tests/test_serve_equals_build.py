@@ -107,6 +107,10 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         serve.rebuilt()
         pages = assert_serve_equals_clean_build(serve, tmp_path, "note")
         assert "alpha 的新摘要" in pages["alpha/index.html"] + pages["index.html"]
+        # and the rebuild rendered again only the note and the listings that show its excerpt
+        counts = re.findall(r"site cache: (.*)", serve.log.read_text(errors="replace"))[-1]
+        hits, misses = (int(re.search(rf"(\d+) page {w}", counts)[1]) for w in ("hit", "miss"))  # type: ignore[index]
+        assert misses <= 6 and hits >= 8, counts
 
         # a title and a tag: the note, every listing, the tags page and the search index show them
         alpha.write_text(

@@ -249,7 +249,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> Any:
         site_metadata.install(env, files)
         if self.config.site_cache:
-            site_cache.cache_templates(env, config)  # serve rebuilds reuse templates and pages
+            site_cache.cache_templates(env, config, pages=self.serving)  # serve: pages too
         return env
 
     # Before every other plugin (the RSS plugin reads `date` in its own on_page_markdown, the blog

@@ -619,12 +619,15 @@ def _toc_sig(toc: Any) -> str:
 # ---- Jinja: compiled templates and rendered pages ------------------------------------------------
 
 
-def cache_templates(env: Any, config: Any) -> None:
-    """Give a (new, per-build) Jinja environment the process's bytecode cache, and memoise the pages
-    it renders (the theme's templates are most of a rebuild when the Markdown is cached)."""
+def cache_templates(env: Any, config: Any, pages: bool = True) -> None:
+    """Give a (new, per-build) Jinja environment the process's bytecode cache and, with `pages` (a
+    process that builds again: serve), memoise the pages it renders (the theme's templates are most
+    of a rebuild once the Markdown is cached)."""
     if env.bytecode_cache is None:
         env.bytecode_cache = _TEMPLATES
-    if STATE.installed.get("pages") and STATE.config_sig:
+    if not pages:
+        STATE.pages.clear()
+    elif STATE.installed.get("pages") and STATE.config_sig:
         env.template_class = _page_template_class()
         STATE.theme_sig, STATE.theme_reads_pages = _theme_sig(config)
 
