@@ -112,17 +112,19 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         hits, misses = (int(re.search(rf"(\d+) page {w}", counts)[1]) for w in ("hit", "miss"))  # type: ignore[index]
         assert misses <= 6 and hits >= 8, counts
 
-        # a title and a tag: the note, every listing, the tags page and the search index show them
+        # a title, a tag, a date and a pin: the note moves to another archive month and to the top of
+        # the listings; every listing, the tags page and the search index show the new title
         alpha.write_text(
             alpha.read_text("utf-8")
-            .replace("title: 笔记 alpha", "title: 笔记 alpha 改名")
-            .replace("tags: [attention]", "tags: [显存]"),
+            .replace("title: 笔记 alpha", "title: 笔记 alpha 改名\npin: true")
+            .replace("tags: [attention]", "tags: [显存]")
+            .replace("date: 2025-01-01", "date: 2024-12-01"),
             "utf-8",
         )
         serve.rebuilt()
-        pages = assert_serve_equals_clean_build(serve, tmp_path, "title-and-tag")
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "title-tag-date-pin")
         assert "笔记 alpha 改名" in pages["alpha/index.html"] and "显存" in pages["tags/index.html"]
-        assert "笔记 alpha 改名" in pages["tags/index.html"]
+        assert "笔记 alpha 改名" in pages["tags/index.html"] and "archive/2024/index.html" in pages
 
         # a template of the theme's custom_dir: every page
         blogsite.write_theme_override(tmp_path, "页脚二")

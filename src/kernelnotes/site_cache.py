@@ -708,6 +708,10 @@ def _page_key(name: str | None, context: dict[str, Any]) -> str | None:
             context.get("mkdocs_version"),
             _site_sig(pages),
             _nav_sig(nav.items),
+            # config values plugins may set at build time (the config file is in config_sig)
+            repr(context.get("extra_css")),
+            repr(context.get("extra_javascript")),
+            _plain(dict(context["config"].get("extra") or {})) if "config" in context else None,
             _page_row(page),
             page.content,
             _toc_sig(page.toc),
