@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -52,6 +53,12 @@ def test_repository_site_builds_strict(tmp_path):
     nbformat.validate(nb)
     assert any(c.get("outputs") for c in nb.cells)  # the recorded results, embedded
     assert "# %%" in (downloads / "online-softmax-flashattention.py").read_text(encoding="utf-8")
+    # the execution report is a page of the site, but search finds notes, not its rows of block lines
+    assert (tmp_path / "site" / "execution" / "index.html").exists()
+    docs = json.loads((tmp_path / "site" / "search" / "search_index.json").read_text(encoding="utf-8"))[
+        "docs"
+    ]
+    assert docs and not [d for d in docs if d["location"].startswith("execution/")]
     pages = sorted((tmp_path / "site").rglob("*.html"))
     assert len(pages) > 30
     for page in pages:  # readers in mainland China: no Google Fonts, no CDN, nothing from another host

@@ -128,7 +128,10 @@ def report_markdown(outcomes: Sequence[Outcome], language: str = "en") -> str:
 
     gpu = [o for o in outcomes if o.result is not None and o.result.device_class == "cuda"]
     cpu = [o for o in outcomes if o not in gpu]
-    lines = ["---", "hide: [navigation, toc]", "---", "", f"# {inert(t.gettext('Execution report'))}", ""]
+    # not in the site search: it names blocks by file and line (search finds the notes themselves),
+    # and its table, which changes with most edits, would be segmented again at every serve rebuild
+    lines = ["---", "hide: [navigation, toc]", "search:", "  exclude: true", "---", ""]
+    lines += [f"# {inert(t.gettext('Execution report'))}", ""]
     lines += [counts_line(outcomes, t), ""]
     if gpu:
         lines += [
