@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,9 @@ class Serve:
 
 def assert_serve_equals_clean_build(serve: Serve, root: Path, step: str) -> dict[str, str]:
     site = root / f"clean-{step}"
+    # clean means clean: not even the site cache the earlier builds saved (a stale entry there would
+    # make the "clean" build as wrong as serve)
+    shutil.rmtree(root / ".kernelnotes" / "cache", ignore_errors=True)
     result = blogsite.build(root, site)
     assert result.returncode == 0, result.stderr[-3000:]
     clean = blogsite.pages(site)
@@ -154,5 +158,56 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         pages = assert_serve_equals_clean_build(serve, tmp_path, "new-deleted-draft")
         listing = pages["index.html"] + pages.get("page/2/index.html", "") + pages["tags/index.html"]
         assert "笔记 delta" in listing and "笔记 beta" not in listing and "笔记 gamma" not in listing
+    finally:
+        serve.stop()
+
+
+HOOK = """
+from pathlib import Path
+
+
+def on_env(env, config, files):
+    env.globals["kn_banner"] = (Path(config.config_file_path).parent / "banner.txt").read_text("utf-8").strip()
+    return env
+"""
+
+
+@pytest.mark.slow
+def test_serve_sees_includes_inherited_config_and_hook_globals(tmp_path):
+    """What a page shows but its own Markdown does not name: an included file edited alone, a config
+    file mkdocs.yml INHERITs from, and a template global a hook reads from a data file."""
+    port = free_port()
+    blogsite.write_project(tmp_path, site_url=f"http://127.0.0.1:{port}/")
+    (tmp_path / "hooks.py").write_text(HOOK, "utf-8")
+    (tmp_path / "banner.txt").write_text("横幅一\n", "utf-8")
+    (tmp_path / "overrides" / "main.html").write_text(
+        '{% extends "base.html" %}\n{% block extrahead %}{{ super() }}'
+        '<meta name="kn-banner" content="{{ kn_banner }}">{% endblock %}\n',
+        "utf-8",
+    )
+    config = (tmp_path / "mkdocs.yml").read_text("utf-8")
+    head, extensions = config.split("markdown_extensions:")
+    (tmp_path / "mkdocs.yml").write_text("INHERIT: base.yml\nhooks:\n  - hooks.py\n" + head, "utf-8")
+    (tmp_path / "base.yml").write_text("markdown_extensions:" + extensions, "utf-8")
+    serve = Serve(tmp_path, port)
+    try:
+        assert_serve_equals_clean_build(serve, tmp_path, "start")
+        (tmp_path / "snippets" / "shared.py").write_text("def shared():\n    return 'v3'\n", "utf-8")
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "include-alone")
+        assert "v3" in pages["beta/index.html"]
+
+        (tmp_path / "banner.txt").write_text("横幅第二版\n", "utf-8")
+        beta = tmp_path / "notes" / "posts" / "beta.md"
+        beta.write_text(beta.read_text("utf-8").replace("的摘要", "的摘要。"), "utf-8")
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "hook-global")
+        assert 'content="横幅第二版"' in pages["gamma/index.html"]
+
+        base = tmp_path / "base.yml"
+        base.write_text(base.read_text("utf-8").replace("permalink: true", 'permalink: "¶¶"'), "utf-8")
+        serve.rebuilt()  # serve watches the inherited file itself
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "inherited-config")
+        assert "¶¶" in pages["alpha/index.html"]
     finally:
         serve.stop()

@@ -28,7 +28,7 @@ from markdown import Markdown
 from markdown.extensions import Extension
 from markdown.preprocessors import Preprocessor
 
-from kernelnotes import fence
+from kernelnotes import fence, site_cache
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
 
@@ -46,7 +46,12 @@ class IncludePreprocessor(Preprocessor):
         view = self.ext.view()
         if view is None or not any("8<" in line for line in lines):
             return lines
-        code, _includes, _map = resolve_includes(lines, 1, "", view.app.resolver, [])
+        resolver = view.app.resolver
+        code, includes, _map = resolve_includes(lines, 1, "", resolver, [])
+        # the site cache reuses this page's HTML only while these files are unchanged
+        site_cache.record_reads(
+            str(resolver.root / i.path) if i.path else f"missing:{i.spec}" for i in includes
+        )
         return code.split("\n")
 
 

@@ -368,9 +368,12 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             for folder in (settings.snippets_dir, settings.root / "kernels", settings.plugins_dir):
                 if folder is not None and folder.is_dir():
                     server.watch(str(folder))
-        custom_dir = (
-            config.theme.custom_dir
-        )  # the project's templates (mkdocs watches only with --watch-theme)
+        # mkdocs watches mkdocs.yml, not the files it INHERITs from, and the theme's custom_dir only
+        # with --watch-theme
+        for parent in site_cache.config_files(Path(config.config_file_path))[1:]:
+            if parent.is_file():
+                server.watch(str(parent))
+        custom_dir = config.theme.custom_dir
         if custom_dir and Path(custom_dir).is_dir():
             server.watch(custom_dir)
         return server

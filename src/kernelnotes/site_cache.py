@@ -43,7 +43,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -68,6 +68,7 @@ class State:
     theme_sig: str = ""
     theme_reads_pages: bool = True  # until the theme is scanned: key on every page's data
     site: tuple[Any, str] | None = None  # (this build's page list, its signature)
+    globals: tuple[Any, str] | None = None  # (this build's Jinja environment, its globals' signature)
     stats: dict[str, int] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)  # keys this build used: what save() keeps
     recording: list[str] | None = None  # files pymdownx.snippets opened during the current render
@@ -112,7 +113,7 @@ def _deps_fresh(deps: tuple[tuple[str, str], ...]) -> bool:
 
 @contextlib.contextmanager
 def _recording() -> Iterator[list[str]]:
-    """Collect the files pymdownx.snippets reads while the block runs."""
+    """Collect the files included (pymdownx.snippets, kernelnotes.mdext) while the block runs."""
     outer, STATE.recording = STATE.recording, []
     try:
         yield STATE.recording
@@ -199,7 +200,7 @@ def save(path: Path) -> None:
 def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> None:
     """Called at each build's on_config: a changed config file empties every cache."""
     path = config.config_file_path
-    text = Path(path).read_text("utf-8", "replace") if path and Path(path).is_file() else ""
+    text = _config_text(Path(path)) if path else ""
     sig = _sha(
         text,
         path,
@@ -215,10 +216,33 @@ def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> Non
         STATE.pages.clear()
     # rendered pages are large: keep only the previous build's (a serve session edits a few)
     STATE.pages = {k: v for k, v in STATE.pages.items() if k in STATE.used}
-    STATE.site = None
+    STATE.site = STATE.globals = None
     STATE.config_sig = sig
     STATE.page_salt = page_salt
     STATE.used = set()
+
+
+_INHERIT = re.compile(r"^INHERIT:\s*['\"]?([^'\"#\n]+?)['\"]?\s*(?:#.*)?$", re.M)
+
+
+def _config_text(path: Path) -> str:
+    """The config file's text and that of the files it INHERITs from (mkdocs merges them)."""
+    return "\0".join(_config_text_of(p) for p in config_files(path))
+
+
+def config_files(path: Path) -> list[Path]:
+    """The files a config is read from: itself and its INHERIT chain (serve watches them)."""
+    found = [path]
+    while len(found) < 10 and (parent := _INHERIT.search(_config_text_of(found[-1]))):
+        found.append(found[-1].parent / parent[1].strip())
+    return found
+
+
+def _config_text_of(path: Path) -> str:
+    try:
+        return path.read_text("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def install() -> list[str]:
@@ -319,10 +343,18 @@ def _patch_snippets() -> bool:
 
 
 def _deps(paths: list[str]) -> tuple[tuple[str, str], ...] | None:
-    """(path, sha) of each recorded file; None when something recorded cannot be hashed."""
-    if any(p.startswith("url:") for p in paths):
+    """(path, sha) of each recorded file; None when something recorded cannot be hashed: a URL, or a
+    missing include (the file that would satisfy it later is not known here)."""
+    if any(p.startswith(("url:", "missing:")) for p in paths):
         return None
-    return tuple(sorted({(p, "missing" if p.startswith("missing:") else _file_sha(p)) for p in paths}))
+    return tuple(sorted({(p, _file_sha(p)) for p in paths}))
+
+
+def record_reads(paths: Iterable[str]) -> None:
+    """Files a Markdown conversion pulled in (kernelnotes.mdext's includes: absolute paths, or
+    "missing:SPEC"): a memoised page or excerpt is reused only while they are unchanged."""
+    if STATE.recording is not None:
+        STATE.recording.extend(paths)
 
 
 # ---- mkdocs: Page.render -----------------------------------------------------------------------
@@ -671,7 +703,7 @@ def _page_template_class() -> Any:
 
             def render(self, *args: Any, **kwargs: Any) -> str:
                 context = dict(*args, **kwargs)
-                key = _page_key(self.name, context)
+                key = _page_key(self.name, context, self.environment)
                 if key is None:
                     return super().render(context)
                 hit = STATE.pages.get(key)
@@ -691,7 +723,7 @@ def _page_template_class() -> Any:
 _PAGE_TEMPLATE: Any = None
 
 
-def _page_key(name: str | None, context: dict[str, Any]) -> str | None:
+def _page_key(name: str | None, context: dict[str, Any], env: Any = None) -> str | None:
     """A key over everything a page template of the theme can read: this page's HTML, table of
     contents and URL; every page's title, URL, metadata and neighbours and the navigation (the
     menus, the listings and the links of every page show those); the config file and the theme's
@@ -707,6 +739,7 @@ def _page_key(name: str | None, context: dict[str, Any]) -> str | None:
             name,
             context.get("mkdocs_version"),
             _site_sig(pages),
+            _globals_sig(env),
             _nav_sig(nav.items),
             # config values plugins may set at build time (the config file is in config_sig)
             repr(context.get("extra_css")),
@@ -742,6 +775,28 @@ def _site_sig(pages: list[Any]) -> str:
         rows += [_page_row(f.page) for f in pages if f.page is not None]
     sig = _sha(*rows)
     STATE.site = (pages, sig)
+    return sig
+
+
+_PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
+
+
+def _globals_sig(env: Any) -> str:
+    """The plain values hooks and plugins put in the template globals (once per build: each build has
+    its own environment). A global function or object is keyed by its kind only: what it returns is
+    not known here (README, "What a save costs")."""
+    if env is None:
+        return ""
+    if STATE.globals is not None and STATE.globals[0] is env:
+        return STATE.globals[1]
+    values = []
+    for name, value in sorted(env.globals.items()):
+        try:
+            values.append((name, _plain(value) if isinstance(value, _PLAIN) else type(value).__name__))
+        except (TypeError, ValueError):  # holds objects: keyed, like a function, by its kind only
+            values.append((name, type(value).__name__))
+    sig = _sha(*values)
+    STATE.globals = (env, sig)
     return sig
 
 
