@@ -784,7 +784,7 @@ _PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
 def _globals_sig(env: Any) -> str:
     """The plain values hooks and plugins put in the template globals (once per build: each build has
     its own environment). A global function or object is keyed by its kind only: what it returns is
-    not known here (README, "What a save costs")."""
+    not known here."""
     if env is None:
         return ""
     if STATE.globals is not None and STATE.globals[0] is env:
