@@ -227,22 +227,28 @@ _INHERIT = re.compile(r"^INHERIT:\s*['\"]?([^'\"#\n]+?)['\"]?\s*(?:#.*)?$", re.M
 
 def _config_text(path: Path) -> str:
     """The config file's text and that of the files it INHERITs from (mkdocs merges them)."""
-    return "\0".join(_config_text_of(p) for p in config_files(path))
+    return "\0".join(text for _, text in _config_chain(path))
 
 
 def config_files(path: Path) -> list[Path]:
     """The files a config is read from: itself and its INHERIT chain (serve watches them)."""
-    found = [path]
-    while len(found) < 10 and (parent := _INHERIT.search(_config_text_of(found[-1]))):
-        found.append(found[-1].parent / parent[1].strip())
-    return found
+    return [p for p, _ in _config_chain(path)]
 
 
-def _config_text_of(path: Path) -> str:
-    try:
-        return path.read_text("utf-8", "replace")
-    except OSError:
-        return ""
+def _config_chain(path: Path) -> list[tuple[Path, str]]:
+    """Each file of the INHERIT chain with its text, each read once ("" for a missing one)."""
+    chain: list[tuple[Path, str]] = []
+    while len(chain) < 10:
+        try:
+            text = path.read_text("utf-8", "replace")
+        except OSError:
+            text = ""
+        chain.append((path, text))
+        parent = _INHERIT.search(text)
+        if parent is None:
+            break
+        path = path.parent / parent[1].strip()
+    return chain
 
 
 def install() -> list[str]:
