@@ -13,7 +13,7 @@ from kernelnotes.i18n import catalog_messages, device_label, translator
 from kernelnotes.note import Snippet
 from kernelnotes.pipeline import Outcome
 from kernelnotes.plugins.manager import get_plugin_manager
-from kernelnotes.report import report_markdown
+from kernelnotes.report import fill_report, report_markdown
 from kernelnotes.results import CheckCase, RunResult
 
 from .conftest import REPO
@@ -111,8 +111,11 @@ def test_cpu_check_never_shows_an_interpreter_time_as_kernel_speed():
 
 
 def test_report_page_in_chinese_separates_gpu_timings_from_cpu_runs():
-    page = report_markdown([outcome(), outcome("cuda")], "zh")
+    outcomes = [outcome(), outcome("cuda")]
+    page = report_markdown(outcomes, "zh")
     html = markdown.markdown(page.split("---", 2)[2], extensions=EXTENSIONS)
+    html = fill_report(html, outcomes, "zh", lambda path: f"../{path}/")
+    assert html.count("<table>") == 2 and 'href="../posts/x.md/"' in html
     text = visible_text(html)
     assert english_machinery(text.replace("posts/x.md", "")) == []
     assert text.index("GPU 上记录的结果") < text.index("CPU 上的正确性运行")

@@ -540,3 +540,22 @@ def test_warm_up_starts_the_worker_the_next_edit_uses(project):
     finally:
         pipeline.close()
     assert pipeline.warm_up([]) is None  # nothing executable: nothing starts
+
+
+def test_memoised_reads_see_writes_from_this_and_other_connections(tmp_path):
+    from kernelnotes.results import RunResult
+
+    def result(key: str, stdout: str, at: str) -> RunResult:
+        return RunResult(status="passed", stdout=stdout, device="cpu", device_class="cpu", key=key, created_at=at)
+
+    db = tmp_path / "runs.db"
+    serving, terminal = RunStore(Index(db).db), RunStore(Index(db).db)  # `mkdocs serve` and a `kn run`
+    assert serving.fresh("k") is None and serving.latest("a.md", 0) == []
+    terminal.save("a.md", 0, 3, result("k", "from the terminal\n", "2026-01-01T00:00:00"))
+    assert serving.fresh("k").stdout == "from the terminal\n"  # another connection's commit is seen
+    serving.save("a.md", 0, 3, result("k", "newer\n", "2026-01-02T00:00:00"))
+    assert serving.fresh("k").stdout == "newer\n"  # and this one's
+    assert [r.stdout for r in serving.latest("a.md", 0)] == ["newer\n"]
+    shown = serving.fresh("k")
+    shown.stdout = "changed by a caller"
+    assert serving.fresh("k").stdout == "newer\n"  # a caller's copy, not the memo's

@@ -96,6 +96,10 @@ def assert_serve_equals_clean_build(serve: Serve, root: Path, step: str) -> dict
     return clean
 
 
+def site_files(site: Path) -> set[str]:
+    return {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
+
+
 @pytest.mark.slow
 def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
     port = free_port()
@@ -149,6 +153,7 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         serve.rebuilt()
         pages = assert_serve_equals_clean_build(serve, tmp_path, "config")
         assert "新名字" in pages["beta/index.html"]
+        before = site_files(tmp_path / "clean-config")
 
         # a new note, a deleted note and a draft flag
         blogsite.write_post(tmp_path, "delta", "笔记 delta", "2025-03-01", "强化学习", "SSM")
@@ -156,6 +161,10 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         blogsite.write_post(tmp_path, "gamma", "笔记 gamma", "2025-01-03", extra="draft: true\n")
         serve.rebuilt()
         pages = assert_serve_equals_clean_build(serve, tmp_path, "new-deleted-draft")
+        # serve rewrites only what changed: what a clean build no longer makes is gone from it too
+        gone = before - site_files(tmp_path / "clean-new-deleted-draft")
+        assert "beta/index.html" in gone
+        assert [name for name in sorted(gone) if serve.get(name.removesuffix("index.html")) is not None] == []
         listing = pages["index.html"] + pages.get("page/2/index.html", "") + pages["tags/index.html"]
         assert "笔记 delta" in listing and "笔记 beta" not in listing and "笔记 gamma" not in listing
     finally:

@@ -54,7 +54,12 @@ def test_repository_site_builds_strict(tmp_path):
     assert any(c.get("outputs") for c in nb.cells)  # the recorded results, embedded
     assert "# %%" in (downloads / "online-softmax-flashattention.py").read_text(encoding="utf-8")
     # the execution report is a page of the site, but search finds notes, not its rows of block lines
-    assert (tmp_path / "site" / "execution" / "index.html").exists()
+    report = (tmp_path / "site" / "execution" / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'<td><a href="([^"]+)">(posts/[^<:]+):\d+</a></td>', report)
+    assert len(links) >= len(notes)  # every block's row links to its note's page on this site
+    for href, _ in links:
+        assert (tmp_path / "site" / "execution" / href / "index.html").resolve().is_file(), href
+    assert ("../online-softmax-flashattention/", "posts/online-softmax-flashattention.md") in links
     docs = json.loads((tmp_path / "site" / "search" / "search_index.json").read_text(encoding="utf-8"))[
         "docs"
     ]

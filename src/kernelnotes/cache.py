@@ -92,6 +92,7 @@ class KeyMaker:
         self.declared = tuple(declared)
         self.limits = limits or Limits()
         self._file_hashes: dict[Path, str] = {}
+        self._modules: dict[frozenset[str], list[Path]] = {}  # imported names -> snippets/ files
         self._project: str | None = None
         self.environment = {"torch": package_version("torch"), "triton": package_version("triton")}
 
@@ -130,7 +131,9 @@ class KeyMaker:
         names = _imported_modules(code)
         if "kernelnotes" in names or checks:
             hashes["kernelnotes"] = self.project_hash()
-        for path in self._snippet_modules(names):
+        if names not in self._modules:  # most blocks import the same few modules
+            self._modules[names] = self._snippet_modules(names)
+        for path in self._modules[names]:
             hashes[path.relative_to(self.snippets_dir).as_posix()] = self._hash_files([path])
         return hashes
 

@@ -178,11 +178,24 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.table("runs").create_index(["code_key"])
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """A count of the writes to runs, kept by triggers whoever writes (any process, any code), so a
+    reader can keep what it read until the count moves (RunStore's memo)."""
+    db.execute("create table runs_changes (n integer not null)")
+    db.execute("insert into runs_changes (n) values (0)")
+    for event in ("insert", "update", "delete"):
+        db.execute(
+            f"create trigger runs_changes_{event} after {event} on runs "
+            "begin update runs_changes set n = n + 1; end"
+        )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 )
 
 

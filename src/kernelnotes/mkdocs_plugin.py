@@ -28,12 +28,12 @@ from mkdocs.plugins import BasePlugin, CombinedEvent, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
-from kernelnotes import blog, site_cache, site_metadata
+from kernelnotes import blog, site_cache, site_metadata, site_writes
 from kernelnotes.app import App
 from kernelnotes.fence import ResultsView
 from kernelnotes.i18n import translator
 from kernelnotes.pipeline import Outcome, Pipeline
-from kernelnotes.report import report_markdown
+from kernelnotes.report import fill_report, report_markdown
 from kernelnotes.results import Figure
 from kernelnotes.safetext import terminal_text
 from kernelnotes.settings import DEVICE_CHOICES, SECTION, SettingsError
@@ -83,6 +83,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.app: App | None = None
         self.pipeline: Pipeline | None = None
         self.outcomes: dict[str, list[Outcome]] = {}
+        self.report: list[Outcome] | None = None  # the report page's rows (its tables go in as HTML)
         self.serving = False
         self._hidden_notebooks: list[Any] = []
         self.figures: dict[str, bytes] = {}  # published file name -> content, written after the build
@@ -96,6 +97,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig | None:
         self.outcomes = {}  # fresh state for every build, including serve rebuilds
+        self.report = None
         self.figures = {}
         self.downloads = set()
         if "pymdownx.superfences" in config.markdown_extensions:
@@ -134,6 +136,10 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             site_cache.load(self._site_cache_file(config))
         else:
             site_cache.uninstall()
+        if self.config.site_cache and self.serving:
+            site_writes.install()  # a rebuild writes only the files whose bytes changed
+        else:
+            site_writes.uninstall()
 
     def _site_cache_file(self, config: MkDocsConfig) -> Path:
         return Path(config.config_file_path).parent / Path(self.config.db).parent / "cache" / "site.json"
@@ -196,13 +202,12 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             pipeline.warm_up(notes)
         ResultsView.activate(ResultsView(self.app, outcomes, self._figure_link))
         if self.config.report_page and not files.get_file_from_path(self.config.report_page):
-            files.append(
-                File.generated(
-                    config,
-                    self.config.report_page,
-                    content=report_markdown(outcomes, self.app.settings.language),
-                )
+            self.report = outcomes
+            report = File.generated(
+                config, self.config.report_page, content=report_markdown(outcomes, self.app.settings.language)
             )
+            report.generated_by = "kernelnotes"
+            files.append(report)
         return files
 
     def _progress(self, pipeline: Pipeline, notes: list[Any]) -> Any:
@@ -231,6 +236,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def _show_notebooks(self, files: Files, *, config: MkDocsConfig) -> None:
         blog.show_notebooks(self._hidden_notebooks)
         self._hidden_notebooks = []
+        if self.config.site_cache:
+            site_cache.index_blog_posts(config.plugins.values())  # material's blog listed its posts
 
     on_files = CombinedEvent(_on_files, _hide_notebooks, _show_notebooks)
 
@@ -242,8 +249,22 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         return site_metadata.title_heading(page, markdown)
 
     @event_priority(-70)  # just before the RSS plugin (-75) reads the title
-    def on_page_content(self, html: str, *, page: Page, config: MkDocsConfig, files: Files) -> None:
+    def on_page_content(self, html: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
         site_metadata.for_feeds(page)
+        if self.app is not None and page.file.generated_by == "kernelnotes" and self.report is not None:
+            html = fill_report(
+                html, self.report, self.app.settings.language, lambda n: self._href(n, page, files)
+            )
+        return html
+
+    def _href(self, note_path: str, page: Page, files: Files) -> str | None:
+        """A note's URL relative to `page`; None when the note is not a page of this site."""
+        file = files.get_file_from_path(note_path)
+        if file is None or not file.is_documentation_page():
+            return None
+        if file.inclusion.is_excluded() and not self.serving:  # a draft: previewed, not published
+            return None
+        return file.url_relative_to(page.file)
 
     @event_priority(200)  # before the tags plugin renders its listings (its on_env is at 100)
     def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> Any:
@@ -325,9 +346,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             self._exports[key] = texts
             used.add(key)
             stem = Path(config.site_dir, DOWNLOADS_DIR, note.path.rsplit(".", 1)[0])
-            stem.parent.mkdir(parents=True, exist_ok=True)
             for fmt, content in texts.items():
-                stem.with_name(f"{stem.name}.{fmt}").write_text(content, encoding="utf-8")
+                site_writes.write(stem.with_name(f"{stem.name}.{fmt}"), content.encode("utf-8"))
         if not self.serving:  # keep what this build used; serve's edits are pruned by the next build
             self._exports = {k: v for k, v in self._exports.items() if k in used}
             for old in cache.glob("*.*") if cache.is_dir() else ():
@@ -341,16 +361,16 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def _post_build(self, *, config: MkDocsConfig) -> None:
         self._write_downloads(config)
         folder = Path(config.site_dir) / FIGURES_DIR
-        if self.figures:
-            folder.mkdir(parents=True, exist_ok=True)
         for name, data in self.figures.items():
-            (folder / name).write_bytes(data)
+            site_writes.write(folder / name, data)
         ResultsView.activate(None)
         if self.config.site_cache:
             log.info(f"kernelnotes: site cache: {site_cache.summary() or 'unused'}")
             self._site_cache_path = self._site_cache_file(config)
             if not self.serving:  # serve saves once, when it stops: writing costs a save its time
                 site_cache.save(self._site_cache_path)
+            else:
+                site_cache.warm_up()
         failed = [o for group in self.outcomes.values() for o in group if o.failed]
         if not self.serving:
             self._close()
@@ -359,7 +379,11 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             where = ", ".join(f"{o.note_path}:{o.snippet.start_line}" for o in failed[:10])
             raise PluginError(f"{len(failed)} snippet(s) failed: {where}")
 
-    on_post_build = CombinedEvent(_fix_json_feeds, _post_build)
+    @event_priority(-1000)  # last: after every plugin wrote its files
+    def _sweep(self, *, config: MkDocsConfig) -> None:
+        site_writes.sweep()  # serve: what a clean build would not have written is removed
+
+    on_post_build = CombinedEvent(_fix_json_feeds, _post_build, _sweep)
 
     def on_serve(self, server: Any, *, config: MkDocsConfig, builder: Any) -> Any:
         """Rebuild when a snippet file, a kernel or a theme override changes, not only a note."""
@@ -381,6 +405,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def on_shutdown(self) -> None:
         if self.serving and self._site_cache_path is not None:
             site_cache.save(self._site_cache_path)
+        site_writes.uninstall()
         self._close()
 
     def _pipeline(self) -> Pipeline:

@@ -6,6 +6,7 @@ repository commits, and imported where the site is built, keeping the device and
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -75,6 +76,20 @@ class RunStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
         self.table = db.table("runs")
+        # Reads memoised while the database is unchanged: a serve rebuild looks up every block's
+        # results again, and all but the edited ones are what the previous build read.
+        self._reads: dict[tuple[Any, ...], Any] = {}
+        self._reads_version: int | None = None
+
+    def _memo(self, key: tuple[Any, ...], read: Any) -> Any:
+        """`read()`, or what it returned while nobody has written to runs since (the count kept by
+        the index's triggers moves with any write: this process's, or a `kn run` in a terminal)."""
+        version = self.db.execute("select n from runs_changes").fetchone()[0]
+        if version != self._reads_version or len(self._reads) > 200_000:
+            self._reads, self._reads_version = {}, version
+        if key not in self._reads:
+            self._reads[key] = read()
+        return self._reads[key]
 
     def save(self, note_path: str, snippet_idx: int, start_line: int, result: RunResult) -> None:
         row = self._row(note_path, snippet_idx, start_line, result.to_dict())
@@ -83,6 +98,10 @@ class RunStore:
 
     def fresh(self, key: str) -> RunResult | None:
         """The newest result computed for exactly this key (the key includes the device class)."""
+        found = self._memo(("fresh", key), lambda: self._fresh(key))
+        return None if found is None else copy.copy(found)  # callers may set fields on theirs
+
+    def _fresh(self, key: str) -> RunResult | None:
         rows = list(self.db.query("select * from runs where key = ? order by created_at desc limit 1", [key]))
         return self._result(rows[0]) if rows else None
 
@@ -92,6 +111,13 @@ class RunStore:
         Rows are stored once per cache key and device, so a block identical to one elsewhere (same
         code and session, hence the same key) finds its results through `code_key` as well.
         """
+        found = self._memo(
+            ("latest", note_path, snippet_idx, code_key),
+            lambda: self._latest(note_path, snippet_idx, code_key),
+        )
+        return [copy.copy(r) for r in found]
+
+    def _latest(self, note_path: str, snippet_idx: int, code_key: str) -> list[RunResult]:
         sql = """
             select * from runs where (note_path = ? and snippet_idx = ?) or (? != '' and code_key = ?)
             order by created_at desc

@@ -25,7 +25,15 @@ the previous build exactly, so it is memoised here, keyed on everything the resu
   (memoised by its text, a copy returned) and makes a Markdown parser per excerpt up front (made on
   first use instead: cached excerpts never need one).
 - **Search entries** (material's search `SearchIndex.add_entry_from_context`): HTML parsing and
-  jieba segmentation per page, keyed on the page's HTML, URL, table of contents and indexed meta.
+  jieba segmentation per page, keyed on the page's HTML, URL, table of contents and indexed meta;
+  material's regex that strips `data-search-*` attributes runs only on pages that have some; under
+  serve, jieba's dictionary is loaded in the background after the first build (`warm_up`).
+- **Per-build bookkeeping that grew with the site**: material's blog asks `page in blog.posts` of
+  every page (a list scan with a Python `__eq__`: quadratic), now a lookup by the page's File; the
+  theme's file list (mkdocs walks mkdocs-material's thousands of icons) is read once per process
+  for an installed theme; every Jinja environment made for the theme (material's plugins make one
+  per translation) shares the compiled templates; the navigation's and each page's signature are
+  computed once per build.
 
 The patches reach into mkdocs 1.6 and mkdocs-material 9.8 (both frozen); `install()` checks the
 versions and the shapes it relies on, and otherwise leaves that part alone with one log line, so
@@ -38,11 +46,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime as dt
 import functools
 import hashlib
 import json
 import logging
 import re
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -68,6 +79,8 @@ class State:
     theme_sig: str = ""
     theme_reads_pages: bool = True  # until the theme is scanned: key on every page's data
     site: tuple[Any, str] | None = None  # (this build's page list, its signature)
+    nav: tuple[Any, str] | None = None  # (this build's navigation, its signature)
+    rows: dict[int, tuple[Any, tuple[Any, ...]]] = field(default_factory=dict)  # this build's _page_row
     globals: tuple[Any, str] | None = None  # (this build's Jinja environment, its globals' signature)
     stats: dict[str, int] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)  # keys this build used: what save() keeps
@@ -149,6 +162,7 @@ def _toc_tokens(toc: Any) -> list[dict[str, Any]]:
 
 
 def _toc(tokens: list[dict[str, Any]]) -> Any:
+    """A new table of contents for each page (material's blog appends excerpts' items to a view's)."""
     from mkdocs.structure.toc import get_toc
 
     return get_toc(tokens)  # type: ignore[arg-type]
@@ -216,7 +230,8 @@ def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> Non
         STATE.pages.clear()
     # rendered pages are large: keep only the previous build's (a serve session edits a few)
     STATE.pages = {k: v for k, v in STATE.pages.items() if k in STATE.used}
-    STATE.site = STATE.globals = None
+    STATE.site = STATE.globals = STATE.nav = None
+    STATE.rows = {}
     STATE.config_sig = sig
     STATE.page_salt = page_salt
     STATE.used = set()
@@ -256,6 +271,7 @@ def install() -> list[str]:
     skipped = []
     if _in_range(_version("mkdocs"), MKDOCS_RANGE):
         _install_once("render", _patch_page_render)
+        _install_once("theme-env", _patch_theme_env)
     else:
         skipped.append(f"mkdocs {version('mkdocs')} is not {_range(MKDOCS_RANGE)}")
     material = _version("mkdocs-material")
@@ -263,6 +279,7 @@ def install() -> list[str]:
         patches = (
             ("excerpt", _patch_excerpt),
             ("search", _patch_search),
+            ("search-context", _patch_search_context),
             ("pages", _patch_pages),
             ("posts", _patch_post_yaml),
         )
@@ -272,11 +289,23 @@ def install() -> list[str]:
     elif material:
         skipped.append(f"mkdocs-material {version('mkdocs-material')} is not {_range(MATERIAL_RANGE)}")
     _install_once("snippets", _patch_snippets)
+    _install_once("templates", _patch_list_templates)
     for line in skipped:
         if line not in STATE.installed:
             STATE.installed[line] = True
             log.info(f"kernelnotes: site cache off ({line}): pages are built the slow way")
     return skipped
+
+
+def warm_up() -> threading.Thread | None:
+    """Serve, after a build: load jieba's dictionary in the background (1-2 s), which material's
+    search otherwise loads at the first page it must segment again, the author's first save."""
+    jieba = sys.modules.get("jieba")
+    if jieba is None or getattr(getattr(jieba, "dt", None), "initialized", True):
+        return None
+    thread = threading.Thread(target=jieba.initialize, name="kernelnotes-jieba", daemon=True)
+    thread.start()
+    return thread
 
 
 def summary() -> str:
@@ -304,7 +333,9 @@ def uninstall() -> None:
         else:
             setattr(target, attr, original)
     _ORIGINALS.clear()
-    for name in ("render", "excerpt", "search", "snippets", "pages", "posts"):
+    for name in (
+        "render", "excerpt", "search", "search-context", "snippets", "pages", "posts", "templates", "theme-env"
+    ):  # fmt: skip
         STATE.installed.pop(name, None)
 
 
@@ -606,7 +637,144 @@ class _MemoYaml:
             if len(self.memo) >= MAX_ENTRIES:
                 self.memo.clear()
             self.memo[key] = yaml.load(stream, Loader)
-        return copy.deepcopy(self.memo[key])
+        return _copy_data(self.memo[key])
+
+
+def index_blog_posts(plugins: Iterable[Any]) -> None:
+    """Make `page in blog.posts` a lookup: material's blog asks it of every page in two hooks, and
+    a list compares each post in turn (Page.__eq__ in Python): 180,000 comparisons a build at 300
+    notes, ten times that at 1,000. Call after material's blog has listed its posts (on_files)."""
+    if not STATE.installed.get("posts"):
+        return
+    from material.plugins.blog.plugin import BlogPlugin
+
+    for plugin in plugins:
+        blog = getattr(plugin, "blog", None) if isinstance(plugin, BlogPlugin) else None
+        if blog is not None and type(getattr(blog, "posts", None)) is list:
+            blog.posts = _PostList(blog.posts)
+
+
+class _PostList(list):
+    """A list whose `in` finds a page by its File first. Page.__eq__ (mkdocs 1.6) requires the same
+    File object, so only the posts sharing the page's File are compared, as `==` would. Any change
+    to the list drops the index (material makes the list once and only reads it)."""
+
+    _index: dict[int, list[Any]] | None = None
+
+    def __contains__(self, item: object) -> bool:
+        from mkdocs.structure.pages import Page
+
+        if not isinstance(item, Page):
+            return list.__contains__(self, item)
+        if self._index is None:
+            self._index = {}
+            for post in self:
+                self._index.setdefault(id(getattr(post, "file", None)), []).append(post)
+        return any(post is item or post == item for post in self._index.get(id(item.file), ()))
+
+    def _changed(self) -> None:
+        self._index = None
+
+    def __setitem__(self, *args: Any) -> None:
+        self._changed()
+        list.__setitem__(self, *args)
+
+    def __delitem__(self, *args: Any) -> None:
+        self._changed()
+        list.__delitem__(self, *args)
+
+    def __iadd__(self, other: Any) -> Any:  # type: ignore[misc]  # list.__iadd__ returns the list
+        self._changed()
+        return list.__iadd__(self, other)
+
+    def append(self, item: Any) -> None:
+        self._changed()
+        list.append(self, item)
+
+    def extend(self, items: Any) -> None:
+        self._changed()
+        list.extend(self, items)
+
+    def insert(self, at: Any, item: Any) -> None:
+        self._changed()
+        list.insert(self, at, item)
+
+    def pop(self, *args: Any) -> Any:
+        self._changed()
+        return list.pop(self, *args)
+
+    def remove(self, item: Any) -> None:
+        self._changed()
+        list.remove(self, item)
+
+    def clear(self) -> None:
+        self._changed()
+        list.clear(self)
+
+
+def _patch_theme_env() -> bool:
+    """Every Jinja environment mkdocs makes for the theme gets the compiled-template cache: plugins
+    make their own (material's translations, several per build), which compiled their templates
+    again each time."""
+    from mkdocs.theme import Theme
+
+    original = Theme.get_env
+
+    def get_env(self: Any) -> Any:
+        env = original(self)
+        if env.bytecode_cache is None:
+            env.bytecode_cache = _TEMPLATES
+        return env
+
+    _replace(Theme, "get_env", get_env)
+    return True
+
+
+# ---- Jinja: the theme's template list ----------------------------------------------------------
+
+
+def _patch_list_templates() -> bool:
+    """mkdocs lists every file of the theme at every build (to copy its assets), walking mkdocs-material's
+    thousands of icons: an installed package's folder is walked once per process."""
+    import jinja2
+
+    original = jinja2.FileSystemLoader.list_templates
+
+    @functools.cache
+    def package_templates(folder: str, followlinks: bool) -> tuple[str, ...]:
+        return tuple(original(jinja2.FileSystemLoader(folder, followlinks=followlinks)))
+
+    def list_templates(self: Any) -> list[str]:
+        found: set[str] = set()
+        for folder in self.searchpath:
+            if _installed(folder):
+                found.update(package_templates(folder, self.followlinks))
+            else:
+                found.update(original(jinja2.FileSystemLoader(folder, followlinks=self.followlinks)))
+        return sorted(found)
+
+    _replace(jinja2.FileSystemLoader, "list_templates", list_templates)
+    return True
+
+
+def _installed(folder: str) -> bool:
+    parts = Path(folder).parts
+    return "site-packages" in parts or "dist-packages" in parts
+
+
+_IMMUTABLE = (str, int, float, bool, type(None), bytes, dt.date, dt.time)  # dt.datetime is a dt.date
+
+
+def _copy_data(value: Any) -> Any:
+    """A deep copy of parsed YAML (dicts, lists and immutable scalars such as dates) in a fraction
+    of copy.deepcopy's time; anything else is deep-copied."""
+    if isinstance(value, _IMMUTABLE):
+        return value
+    if type(value) is dict:
+        return {k: _copy_data(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy_data(v) for v in value]
+    return copy.deepcopy(value)
 
 
 # ---- material: search entries ------------------------------------------------------------------
@@ -644,6 +812,33 @@ def _patch_search() -> bool:
         _store(STATE.search, key, copy.deepcopy(self.entries[before:]))
 
     _replace(SearchIndex, "add_entry_from_context", add_entry_from_context)
+    return True
+
+
+_SEARCH_ATTRS = re.compile(r"\s?data-search-\w+=\"[^\"]+\"")
+
+
+def _patch_search_context() -> bool:
+    """material's search strips `data-search-*` attributes from every page with a regex that costs
+    milliseconds a page even when there are none: the same, run only when there are some."""
+    from material.plugins.search.plugin import SearchPlugin
+
+    original = SearchPlugin.on_page_context
+    code = getattr(original, "__code__", None)
+    if code is None or not {"add_entry_from_context", "sub"} <= set(code.co_names):
+        return False
+    if _SEARCH_ATTRS.pattern not in code.co_consts:  # the regex this replaces
+        return False
+
+    def on_page_context(self: Any, context: Any, *, page: Any, config: Any, nav: Any) -> Any:
+        if not self.config.enabled:
+            return None
+        self.search_index.add_entry_from_context(page)
+        if "data-search-" in page.content:
+            page.content = _SEARCH_ATTRS.sub("", page.content)
+        return None
+
+    _replace(SearchPlugin, "on_page_context", on_page_context)
     return True
 
 
@@ -746,7 +941,7 @@ def _page_key(name: str | None, context: dict[str, Any], env: Any = None) -> str
             context.get("mkdocs_version"),
             _site_sig(pages),
             _globals_sig(env),
-            _nav_sig(nav.items),
+            _nav_key(nav),
             # config values plugins may set at build time (the config file is in config_sig)
             repr(context.get("extra_css")),
             repr(context.get("extra_javascript")),
@@ -809,7 +1004,17 @@ def _globals_sig(env: Any) -> str:
 def _page_row(page: Any) -> tuple[Any, ...]:
     """What the theme shows of a page: on its own, and in the pages that list it, link to it or sit
     next to it in the navigation (these key the rows of the pages they show). An excerpt lacks some
-    of a page's attributes: None stands for them."""
+    of a page's attributes: None stands for them. Computed once per page and build: the rows are
+    read when the pages are rendered, after every page was read and its metadata settled."""
+    hit = STATE.rows.get(id(page))
+    if hit is not None and hit[0] is page:
+        return hit[1]
+    row = _page_row_of(page)
+    STATE.rows[id(page)] = (page, row)
+    return row
+
+
+def _page_row_of(page: Any) -> tuple[Any, ...]:
     get = functools.partial(getattr, page)
     config = get("config", None)
     return (
@@ -826,6 +1031,13 @@ def _page_row(page: Any) -> tuple[Any, ...]:
         [_link(c) for c in get("categories", [])],
         [_plain(dict(a)) for a in get("authors", [])],
     )
+
+
+def _nav_key(nav: Any) -> str:
+    """The navigation's signature, computed once per build (each build makes its own nav)."""
+    if STATE.nav is None or STATE.nav[0] is not nav:
+        STATE.nav = (nav, _sha(*_nav_sig(nav.items)))
+    return STATE.nav[1]
 
 
 def _nav_sig(items: Any) -> list[Any]:
@@ -864,7 +1076,7 @@ def _theme_sig(config: Any) -> tuple[str, bool]:
     reads_pages = False
     for folder in config.theme.dirs:
         base = Path(folder)
-        if "site-packages" in base.parts or "dist-packages" in base.parts:
+        if _installed(folder):
             parts.append(base.as_posix())
             reads_pages = reads_pages or _package_reads_pages(base.as_posix())
             continue
