@@ -347,7 +347,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             used.add(key)
             stem = Path(config.site_dir, DOWNLOADS_DIR, note.path.rsplit(".", 1)[0])
             for fmt, content in texts.items():
-                site_writes.write(stem.with_name(f"{stem.name}.{fmt}"), content.encode("utf-8"))
+                site_writes.write(
+                    stem.with_name(f"{stem.name}.{fmt}"), content.encode("utf-8"), f"{key}.{fmt}"
+                )
         if not self.serving:  # keep what this build used; serve's edits are pruned by the next build
             self._exports = {k: v for k, v in self._exports.items() if k in used}
             for old in cache.glob("*.*") if cache.is_dir() else ():
@@ -371,6 +373,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 site_cache.save(self._site_cache_path)
             else:
                 site_cache.warm_up()
+                site_cache.freeze_startup()
         failed = [o for group in self.outcomes.values() for o in group if o.failed]
         if not self.serving:
             self._close()

@@ -48,6 +48,7 @@ import contextlib
 import copy
 import datetime as dt
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -306,6 +307,20 @@ def warm_up() -> threading.Thread | None:
     thread = threading.Thread(target=jieba.initialize, name="kernelnotes-jieba", daemon=True)
     thread.start()
     return thread
+
+
+_FROZEN = False
+
+
+def freeze_startup() -> None:
+    """Serve, after its first build: move what the process holds by then (modules, the theme, the
+    caches) out of the garbage collector's full passes, which otherwise walk all of it during each
+    rebuild. Once per process; what the first build left in cycles stays (one build's worth)."""
+    global _FROZEN
+    if not _FROZEN:
+        _FROZEN = True
+        gc.collect()
+        gc.freeze()
 
 
 def summary() -> str:

@@ -128,16 +128,17 @@ def write_file(content: bytes, output_path: str) -> None:
     write(output_path, content)
 
 
-def write(path: str | Path, content: bytes) -> None:
+def write(path: str | Path, content: bytes, identity: str = "") -> None:
     """Write a file of the site (parents made), skipped under serve when the file on disk is still
-    the one written last time with the same bytes; this build keeps it either way."""
+    the one written last time with the same bytes; this build keeps it either way. `identity`, when
+    given, stands for the bytes (a hash of everything that made them), saving hashing them."""
     path = os.path.abspath(path)
     if not STATE.installed:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(content)
         return
-    digest = _digest(content)
+    digest = identity.encode() if identity else _digest(content)
     last = STATE.written.get(path)
     if last is None or last[0] != digest or _stat(path) != last[1]:
         STATE.originals["write_file"](content, path)
