@@ -546,7 +546,9 @@ def test_memoised_reads_see_writes_from_this_and_other_connections(tmp_path):
     from kernelnotes.results import RunResult
 
     def result(key: str, stdout: str, at: str) -> RunResult:
-        return RunResult(status="passed", stdout=stdout, device="cpu", device_class="cpu", key=key, created_at=at)
+        return RunResult(
+            status="passed", stdout=stdout, device="cpu", device_class="cpu", key=key, created_at=at
+        )
 
     db = tmp_path / "runs.db"
     serving, terminal = RunStore(Index(db).db), RunStore(Index(db).db)  # `mkdocs serve` and a `kn run`
