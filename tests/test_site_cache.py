@@ -130,3 +130,38 @@ def test_cached_page_warns_again_and_survives_a_fresh_process(tmp_path, monkeypa
         assert [r.levelno for r in caplog.records if "missing.md" in r.getMessage()] == [logging.WARNING]
     finally:
         site_cache.uninstall()
+
+
+def test_post_list_answers_in_as_a_list_does(tmp_path):
+    from mkdocs.config.defaults import MkDocsConfig
+    from mkdocs.structure.files import File
+    from mkdocs.structure.pages import Page
+
+    config = MkDocsConfig()
+    config.load_dict({"site_name": "x", "docs_dir": str(tmp_path), "site_dir": str(tmp_path / "site")})
+    config.validate()
+
+    def page(name: str, title: str, file: File | None = None) -> Page:
+        file = file or File(f"{name}.md", str(tmp_path), str(tmp_path / "site"), True)
+        return Page(title, file, config)
+
+    a, b, c = page("a", "A"), page("b", "B"), page("c", "C")
+    twin = page("a", "A", a.file)  # another Page object equal to `a` (same title and File)
+    stranger = page("a", "A")  # same path, another File object: not equal under mkdocs 1.6
+    posts = site_cache._PostList([a, b])
+    plain = [a, b]
+    probes = [a, b, c, twin, stranger, "a.md", None]
+    assert (
+        [p in posts for p in probes]
+        == [p in plain for p in probes]
+        == [True, True, False, True, False, False, False]
+    )
+    for change in (
+        lambda l: l.append(c),
+        lambda l: l.remove(b),
+        lambda l: l.__setitem__(0, c),
+        lambda l: l.clear(),
+    ):
+        change(posts)
+        change(plain)
+        assert [p in posts for p in probes] == [p in plain for p in probes]
