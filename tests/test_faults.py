@@ -315,7 +315,9 @@ def _wait_for_builds(log: Path, count: int, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        done = text.count("Documentation built in")
+        # mkdocs drops a "Documentation built in" line equal to the one before (its DuplicateFilter),
+        # so two rebuilds of the same length look like one: count serve's own per-build lines instead
+        done = text.count("Serving on") + text.count("Reloading browsers")
         if done >= count:
             time.sleep(0.5)  # let the watcher settle before the next edit
             return done
