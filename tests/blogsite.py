@@ -37,6 +37,11 @@ plugins:
       draft: false
       draft_on_serve: false
   - tags
+  - rss:
+      use_git: false
+      date_from_meta: {{as_creation: date.created, as_update: date.updated, datetime_format: "%Y-%m-%d"}}
+      json_feed_enabled: false
+      cache_dir: .kernelnotes/cache/rss
   - kernelnotes:
       site_cache: {cache}
       report_page: ""   # a report of what this build executed: a fresh build differs by design
@@ -202,10 +207,24 @@ def readable(search_index: str) -> str:
     return json.dumps(json.loads(search_index), ensure_ascii=False, indent=0)
 
 
+FEEDS = ("feed_rss_created.xml", "feed_rss_updated.xml")
+ITEM = re.compile(r"<item>.*?</item>", re.S)
+
+
+def comparable(name: str, text: str) -> str:
+    """A built file as compared: the search index decoded, a feed's items only (its channel carries
+    the build time), no cache notes."""
+    if name == "search/search_index.json":
+        text = readable(text)
+    elif name in FEEDS:
+        text = "\n".join(ITEM.findall(text))
+    return without_cache_notes(text)
+
+
 def pages(site: Path) -> dict[str, str]:
-    """Every HTML page and the search index of a built site, by path, without cache notes."""
+    """Every HTML page, the search index and the feeds of a built site, by path, as compared."""
     found = {str(p.relative_to(site)): p.read_text("utf-8") for p in site.rglob("*.html")}
-    index = site / "search" / "search_index.json"
-    if index.exists():
-        found["search/search_index.json"] = readable(index.read_text("utf-8"))
-    return {name: without_cache_notes(text) for name, text in found.items()}
+    for name in ("search/search_index.json", *FEEDS):
+        if (site / name).exists():
+            found[name] = (site / name).read_text("utf-8")
+    return {name: comparable(name, text) for name, text in found.items()}

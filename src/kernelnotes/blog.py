@@ -392,6 +392,25 @@ def derive_feed_settings(config: Any) -> list[str]:
     return messages
 
 
+def reset_feed_entries(config: Any) -> None:
+    """Empty the RSS plugin's per-build lists (call from `on_config`).
+
+    mkdocs-rss-plugin 1.19 collects the pages it has seen and the feed entries in lists it creates
+    at startup and never empties, and serve keeps the plugin across rebuilds: every rebuild appended
+    the site again, so the served feeds listed each post once per rebuild."""
+    plugins = getattr(config, "plugins", None) or {}
+    for plugin in plugins.values() if hasattr(plugins, "values") else ():
+        if not type(plugin).__module__.startswith("mkdocs_rss_plugin"):
+            continue
+        lists = [getattr(plugin, "pages_to_filter", None)]
+        lists += [
+            getattr(getattr(plugin, name, None), "entries", None) for name in ("feed_created", "feed_updated")
+        ]
+        for items in lists:
+            if isinstance(items, list):
+                items.clear()
+
+
 def hide_notebooks_from_blog(files: Any, config: Any) -> list[Any]:
     """Exclude notebooks under the posts folder for the blog's `on_files`; return them for `show_notebooks`.
 

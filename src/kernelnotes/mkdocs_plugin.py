@@ -107,6 +107,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self._figure_base = (urlsplit(config.site_url or "").path or "/").rstrip("/") + f"/{FIGURES_DIR}/"
         for message in blog.derive_feed_settings(config):  # the feed follows blog_dir, not a copy of it
             log.debug(message)
+        blog.reset_feed_entries(config)  # serve keeps the RSS plugin, and its lists, across rebuilds
         self._configure_site_cache(config)
         if not self.config.enabled:
             return config
