@@ -61,6 +61,13 @@ class Serve:
         self._wait(lambda text: "Building documentation" not in text.rsplit("Reloading browsers", 1)[1])
         self.builds = self._count()
 
+    def mark(self) -> int:
+        return len(self.log.read_text(errors="replace"))
+
+    def since(self, mark: int) -> str:
+        """The log written after `mark`."""
+        return self.log.read_text(errors="replace")[mark:]
+
     def get(self, path: str) -> str | None:
         try:
             url = f"http://127.0.0.1:{self.port}/{urllib.parse.quote(path)}"
@@ -109,6 +116,7 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
 
         # a note: its text, in the excerpt the listings show
         alpha = posts / "alpha.md"
+        mark = serve.mark()
         alpha.write_text(alpha.read_text("utf-8").replace("的摘要", "的新摘要"), "utf-8")
         serve.rebuilt()
         pages = assert_serve_equals_clean_build(serve, tmp_path, "note")
@@ -117,9 +125,24 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         counts = re.findall(r"site cache: (.*)", serve.log.read_text(errors="replace"))[-1]
         hits, misses = (int(re.search(rf"(\d+) page {w}", counts)[1]) for w in ("hit", "miss"))  # type: ignore[index]
         assert misses <= 6 and hits >= 8, counts
+        # the note's page was shown before the full rebuild, which then changed the listings
+        # showing its excerpt and reloaded the browsers again
+        log = serve.since(mark)
+        assert "posts/alpha.md shown in" in log and "more page(s): browsers reload again" in log, log
+
+        # its body, after the excerpt: the preview is the page the full build makes (one reload)
+        beta = posts / "beta.md"
+        mark = serve.mark()
+        beta.write_text(beta.read_text("utf-8").replace("## 正文", "## 正文\n\n正文里新加的一句。"), "utf-8")
+        serve.rebuilt()
+        pages = assert_serve_equals_clean_build(serve, tmp_path, "body")
+        assert "正文里新加的一句" in pages["beta/index.html"]
+        log = serve.since(mark)
+        assert "posts/beta.md shown in" in log and "reload again" not in log, log
 
         # a title, a tag, a date and a pin: the note moves to another archive month and to the top of
         # the listings; every listing, the tags page and the search index show the new title
+        mark = serve.mark()
         alpha.write_text(
             alpha.read_text("utf-8")
             .replace("title: 笔记 alpha", "title: 笔记 alpha 改名\npin: true")
@@ -131,6 +154,7 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         pages = assert_serve_equals_clean_build(serve, tmp_path, "title-tag-date-pin")
         assert "笔记 alpha 改名" in pages["alpha/index.html"] and "显存" in pages["tags/index.html"]
         assert "笔记 alpha 改名" in pages["tags/index.html"] and "archive/2024/index.html" in pages
+        assert " shown in " not in serve.since(mark)  # front matter: listings change, no preview
 
         # a template of the theme's custom_dir: every page
         blogsite.write_theme_override(tmp_path, "页脚二")

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,10 +33,12 @@ from kernelnotes import blog, site_cache, site_metadata, site_writes
 from kernelnotes.app import App
 from kernelnotes.fence import ResultsView
 from kernelnotes.i18n import translator
+from kernelnotes.parse import parse_file
 from kernelnotes.pipeline import Outcome, Pipeline
 from kernelnotes.report import fill_report, report_markdown
 from kernelnotes.results import Figure
 from kernelnotes.safetext import terminal_text
+from kernelnotes.serve_preview import Built, Preview, watched_roots
 from kernelnotes.settings import DEVICE_CHOICES, SECTION, SettingsError
 
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
@@ -91,9 +94,12 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self._figure_base = f"/{FIGURES_DIR}/"
         self._site_cache_path: Path | None = None
         self._exports: dict[str, dict[str, str]] = {}  # export key -> text per format (serve keeps it)
+        self.preview: Preview | None = None  # serve: an edited note's page before the full rebuild
+        self._built: dict[str, Any] = {}  # this build's files, navigation and environment (serve)
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self.serving = command == "serve"
+        self.preview = Preview(self._preview_results) if self.serving and not dirty else None
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig | None:
         self.outcomes = {}  # fresh state for every build, including serve rebuilds
@@ -165,6 +171,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     def on_pre_build(self, config: MkDocsConfig) -> None:
         """Bring the note index up to date and report each note's problems as one line."""
+        if self.preview is not None and site_writes.STATE.installed:  # before anything is read
+            self.preview.begin(watched_roots(config, self._watched(config)), config.docs_dir)
         if not self.config.enabled or self.app is None:
             return
         for line in self.app.open_index(verify=True).notices:  # a corrupt index: moved aside, rebuilt
@@ -222,7 +230,8 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 ran[0] = pipeline.executed
                 log.info(
                     f"kernelnotes: block {done[0]}/{total} ran: {outcome.note_path}:"
-                    f"{outcome.snippet.start_line} ({outcome.result.duration:.2f} s)"
+                    f"{outcome.snippet.start_line} ({outcome.result.duration:.2f} s)",
+                    extra={"kn_progress": True},  # shown during serve's preview too
                 )
 
         return progress
@@ -267,12 +276,27 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             return None
         return file.url_relative_to(page.file)
 
+    # The objects serve's preview renders a page with: the last plugin's navigation and environment.
+    @event_priority(-10_000)
+    def on_nav(self, nav: Any, *, config: MkDocsConfig, files: Files) -> Any:
+        if self.preview is not None:
+            self._built["nav"] = nav
+        return nav
+
+    @event_priority(-10_000)
+    def _remember_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> Any:
+        if self.preview is not None:
+            self._built.update(env=env, files=files)
+        return env
+
     @event_priority(200)  # before the tags plugin renders its listings (its on_env is at 100)
-    def on_env(self, env: Any, *, config: MkDocsConfig, files: Files) -> Any:
+    def _env(self, env: Any, *, config: MkDocsConfig, files: Files) -> Any:
         site_metadata.install(env, files)
         if self.config.site_cache:
             site_cache.cache_templates(env, config, pages=self.serving)  # serve: pages too
         return env
+
+    on_env = CombinedEvent(_env, _remember_env)
 
     # Before every other plugin (the RSS plugin reads `date` in its own on_page_markdown, the blog
     # reads the reading time at -50): reading time, feed dates and description, excerpt separator.
@@ -307,13 +331,14 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     on_page_markdown = CombinedEvent(_clean_meta, _prepare_post, _download_links)
 
-    def _write_downloads(self, config: MkDocsConfig) -> None:
+    def _write_downloads(self, config: MkDocsConfig, only: set[str] | None = None) -> None:
         """Export the pages that link to downloads, from this build's outcomes (no block runs again).
 
         An export is a pure function of the note's text, its includes and the results shown, so it
         is kept by a hash of those (in the process for serve, on disk for the next build): a save
         exports only the note it changed."""
-        if not self.downloads or self.app is None:
+        wanted = self.downloads if only is None else self.downloads & only
+        if not wanted or self.app is None:
             return
         from kernelnotes import export
 
@@ -321,7 +346,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         shown = Path(os.path.relpath(docs, Path(config.config_file_path).parent)).as_posix()  # e.g. "notes"
         cache = self._site_cache_file(config).parent / "exports"
         code = hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()
-        notes = self.app.index.parsed_notes(self.app.resolver, sorted(self.downloads))
+        notes = self.app.index.parsed_notes(self.app.resolver, sorted(wanted))
         used = set()
         for note in notes:
             text = (docs / note.path).read_text(encoding="utf-8")
@@ -351,7 +376,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 site_writes.write(
                     stem.with_name(f"{stem.name}.{fmt}"), content.encode("utf-8"), f"{key}.{fmt}"
                 )
-        if not self.serving:  # keep what this build used; serve's edits are pruned by the next build
+        if not self.serving and only is None:  # keep what this build used; serve's are pruned by a build
             self._exports = {k: v for k, v in self._exports.items() if k in used}
             for old in cache.glob("*.*") if cache.is_dir() else ():
                 if old.name.split(".", 1)[0] not in used:
@@ -386,25 +411,67 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     @event_priority(-1000)  # last: after every plugin wrote its files
     def _sweep(self, *, config: MkDocsConfig) -> None:
         site_writes.sweep()  # serve: what a clean build would not have written is removed
+        if self.preview is not None and {"files", "nav", "env"} <= self._built.keys():
+            self.preview.remember(Built(config=config, **self._built))
+        self._built = {}
 
     on_post_build = CombinedEvent(_fix_json_feeds, _post_build, _sweep)
 
     def on_serve(self, server: Any, *, config: MkDocsConfig, builder: Any) -> Any:
-        """Rebuild when a snippet file, a kernel or a theme override changes, not only a note."""
+        """Rebuild when a snippet file, a kernel or a theme override changes, not only a note; show
+        an edited note's page before the rest of the site is rebuilt (kernelnotes.serve_preview)."""
+        for path in self._watched(config):
+            server.watch(str(path))
+        if self.preview is not None and site_writes.STATE.installed:
+            self.preview.attach(server, builder)
+        return server
+
+    def _watched(self, config: MkDocsConfig) -> list[Path]:
+        """What serve watches besides the notes and mkdocs.yml: snippet files, kernels and plugins;
+        the files mkdocs.yml INHERITs from and the theme's custom_dir (mkdocs watches those only
+        with --watch-theme)."""
+        found: list[Path | None] = list(site_cache.config_files(Path(config.config_file_path))[1:])
         if self.app is not None and self.config.enabled:
             settings = self.app.settings
-            for folder in (settings.snippets_dir, settings.root / "kernels", settings.plugins_dir):
-                if folder is not None and folder.is_dir():
-                    server.watch(str(folder))
-        # mkdocs watches mkdocs.yml, not the files it INHERITs from, and the theme's custom_dir only
-        # with --watch-theme
-        for parent in site_cache.config_files(Path(config.config_file_path))[1:]:
-            if parent.is_file():
-                server.watch(str(parent))
-        custom_dir = config.theme.custom_dir
-        if custom_dir and Path(custom_dir).is_dir():
-            server.watch(custom_dir)
-        return server
+            found += [settings.snippets_dir, settings.root / "kernels", settings.plugins_dir]
+        if config.theme.custom_dir:
+            found.append(Path(config.theme.custom_dir))
+        return [p for p in found if p is not None and p.exists()]
+
+    def _preview_results(self, notes: list[str], config: MkDocsConfig) -> Callable[[bool], None]:
+        """Make this plugin show the current results of `notes` (paths in docs_dir) in a preview of
+        their pages: parse them (the index is the full build's to update: it reports problems),
+        run their blocks (cached ones cost nothing). Returns what writes their figures and downloads
+        after the pages rendered. Raises when a note cannot be previewed (the full build says why)."""
+        if not self.config.enabled or self.app is None:
+            return lambda ok: None
+        parsed = []
+        for rel in notes:
+            path = Path(config.docs_dir, rel)
+            if path.stat().st_size > self.app.settings.max_note_mb * 1e6:
+                raise ValueError(f"{rel}: larger than max_note_mb")
+            result = parse_file(path, rel, self.app.resolver)
+            if result.note is None or any(p.severity == "error" for p in result.problems):
+                raise ValueError(f"{rel}: has problems")
+            parsed.append(result.note)
+        pipeline = self._pipeline()
+        outcomes = pipeline.run(parsed, progress=self._progress(pipeline, parsed))
+        for rel in notes:
+            self.outcomes.pop(rel, None)
+        for outcome in outcomes:
+            self.outcomes.setdefault(outcome.note_path, []).append(outcome)
+        shown = [o for group in self.outcomes.values() for o in group]
+        ResultsView.activate(ResultsView(self.app, shown, self._figure_link))
+
+        def finish(ok: bool) -> None:
+            ResultsView.activate(None)
+            if ok:
+                folder = Path(config.site_dir) / FIGURES_DIR
+                for name, data in self.figures.items():
+                    site_writes.write(folder / name, data)
+                self._write_downloads(config, only=set(notes))
+
+        return finish
 
     def on_shutdown(self) -> None:
         if self.serving and self._site_cache_path is not None:

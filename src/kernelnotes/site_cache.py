@@ -900,6 +900,19 @@ _CONTEXT_KEYS = frozenset(
 )
 
 
+@contextlib.contextmanager
+def new_build() -> Iterator[None]:
+    """Render outside a build (serve's preview of a note): the per-build signatures of the pages,
+    the navigation and the globals are computed afresh, since the previewed pages are new objects."""
+    saved = (STATE.site, STATE.nav, STATE.rows, STATE.globals)
+    STATE.site = STATE.nav = STATE.globals = None
+    STATE.rows = {}
+    try:
+        yield
+    finally:
+        STATE.site, STATE.nav, STATE.rows, STATE.globals = saved
+
+
 def _patch_pages() -> bool:
     """Whether the page memo may run: material's templates must not read the build date (it would
     make every page differ from build to build)."""

@@ -42,12 +42,14 @@ class _State:
         self.before: dict[str, Stat] | None = None  # the folder's files when the build began
         self.folders: list[str] = []
         self.kept: set[str] = set()  # written or kept by this build
+        self.changed: list[str] = []  # written or copied with new bytes since track_changes()
 
     def reset(self) -> None:
         self.written.clear()
         self.copied.clear()
         self.before, self.folders = None, []
         self.kept.clear()
+        self.changed.clear()
 
 
 STATE = _State()
@@ -141,11 +143,29 @@ def write(path: str | Path, content: bytes, identity: str = "") -> None:
     digest = identity.encode() if identity else _digest(content)
     last = STATE.written.get(path)
     if last is None or last[0] != digest or _stat(path) != last[1]:
-        STATE.originals["write_file"](content, path)
+        _replace(path, content)
         found = _stat(path)
         if found is not None:
             STATE.written[path] = (digest, found)
+        STATE.changed.append(path)
     STATE.kept.add(path)
+
+
+def _replace(path: str, content: bytes) -> None:
+    """Write by renaming a finished file over the old one: serve answers requests while it
+    rebuilds (kernelnotes.serve_preview), and a reader must never get half a page."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.kn-writing"
+    with open(temporary, "wb") as f:
+        f.write(content)
+    os.replace(temporary, path)
+
+
+def track_changes() -> list[str]:
+    """The files written or copied with new bytes since the last call (serve: did a build change
+    a page the browser shows?)."""
+    changed, STATE.changed = STATE.changed, []
+    return changed
 
 
 def copy_file(source_path: str, output_path: str) -> None:
@@ -160,6 +180,7 @@ def copy_file(source_path: str, output_path: str) -> None:
         copied, original = _stat(path), _stat(source)
         if copied is not None and original is not None:
             STATE.copied[path] = (source, original, copied)
+        STATE.changed.append(path)
     STATE.kept.add(path)
 
 
