@@ -76,6 +76,7 @@ class State:
     renders: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
     excerpts: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
     search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    segments: dict[str, str] = field(default_factory=dict)  # jieba's output by section text (in the process)
     pages: dict[str, str] = field(default_factory=dict)  # rendered page templates (in the process only)
     theme_sig: str = ""
     theme_reads_pages: bool = True  # until the theme is scanned: key on every page's data
@@ -228,6 +229,7 @@ def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> Non
         STATE.renders.clear()
         STATE.excerpts.clear()
         STATE.search.clear()
+        STATE.segments.clear()  # the config names jieba's dictionaries
         STATE.pages.clear()
     # rendered pages are large: keep only the previous build's (a serve session edits a few)
     STATE.pages = {k: v for k, v in STATE.pages.items() if k in STATE.used}
@@ -827,6 +829,21 @@ def _patch_search() -> bool:
         _store(STATE.search, key, copy.deepcopy(self.entries[before:]))
 
     _replace(SearchIndex, "add_entry_from_context", add_entry_from_context)
+    segment = getattr(SearchIndex, "_segment_chinese", None)
+    if segment is not None:
+
+        def _segment_chinese(self: Any, data: str) -> str:
+            """jieba's words of a section's text, memoised by the text: a page that changed (a
+            title edit changes every tag page listing it) segments only its changed sections."""
+            hit = STATE.segments.get(data)
+            if hit is None:
+                hit = segment(self, data)
+                if len(STATE.segments) >= 10 * MAX_ENTRIES:
+                    STATE.segments.clear()
+                STATE.segments[data] = hit
+            return hit
+
+        _replace(SearchIndex, "_segment_chinese", _segment_chinese)
     return True
 
 
