@@ -110,3 +110,22 @@ def test_uninstall_restores_mkdocs(tmp_path):
     (site / "a" / "x.html").write_text("x")
     mkdocs.utils.clean_directory(str(site))  # mkdocs' own: empties the folder
     assert list(site.iterdir()) == []
+
+
+def test_changed_files_are_reported_and_replaced_whole(writes, tmp_path):
+    site = tmp_path / "site"
+    asset = tmp_path / "style.css"
+    asset.write_text("a {}")
+    build(site, {"index.html": b"home", "a/index.html": b"A"}, {"assets/style.css": str(asset)})
+    assert sorted(os.path.relpath(p, site) for p in site_writes.track_changes()) == [
+        "a/index.html",
+        "assets/style.css",
+        "index.html",
+    ]
+    inode = os.stat(site / "a/index.html").st_ino
+    build(site, {"index.html": b"home", "a/index.html": b"A2"}, {"assets/style.css": str(asset)})
+    # only a changed; serve answers requests meanwhile, so the new bytes came by a rename
+    assert [os.path.relpath(p, site) for p in site_writes.track_changes()] == ["a/index.html"]
+    assert os.stat(site / "a/index.html").st_ino != inode
+    assert files(site) == {"index.html": b"home", "a/index.html": b"A2", "assets/style.css": b"a {}"}
+    assert site_writes.track_changes() == []

@@ -8,7 +8,9 @@ module instead
 - notes, where mkdocs would empty the folder, each file there with its inode, size, mtime and
   ctime (`clean_directory`);
 - skips a write (`write_file`) or a copy (`copy_file`) when the file on disk is still the one it
-  wrote or copied last time (same stat) and the new bytes (or the copied source) are the same;
+  wrote or copied last time (same stat) and the new bytes (or the copied source) are the same, and
+  writes a changed file by renaming a finished one over it (serve answers requests while it
+  rebuilds: kernelnotes.serve_preview), reporting it to `track_changes`;
 - at the end of the build (`sweep`) removes each noted file that this build neither wrote nor
   kept and that nobody else rewrote (its stat unchanged: a plugin writing with its own `open()`
   changes it), and the folders left empty — so the folder holds exactly what a clean build writes.
