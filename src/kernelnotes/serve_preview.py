@@ -4,8 +4,8 @@ A save makes serve rebuild every page (seconds at a few hundred notes), and the 
 only once all of them are written. When the only files changed since the last build began are
 notes whose front matter is unchanged, `Preview` first renders just those pages, through the same
 mkdocs functions and plugin events a build runs, with the last build's file list, navigation and
-theme environment (nothing else about the site can have changed); writes them; and reloads the
-browsers. Then the full build runs as before.
+theme environment (nothing else serve watches changed); writes them; and reloads the browsers.
+Then the full build runs as before.
 
 The full build stays the authority: it writes only the files whose bytes changed
 (kernelnotes.site_writes), and when it changed a page — the preview differed, or a listing shows
