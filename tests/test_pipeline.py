@@ -561,3 +561,25 @@ def test_memoised_reads_see_writes_from_this_and_other_connections(tmp_path):
     shown = serving.fresh("k")
     shown.stdout = "changed by a caller"
     assert serving.fresh("k").stdout == "newer\n"  # a caller's copy, not the memo's
+
+
+def test_a_crash_in_a_held_run_is_shown_by_the_next_run_not_run_again(tmp_path):
+    """serve's preview runs a note's blocks just before the full build: a crash or timeout (never
+    stored) is reused by that build, not run a second time, and run again after it."""
+    from .conftest import Project
+
+    project = Project(tmp_path)
+    project.note("crash.md", '# 崩溃\n\n```python exec="on"\nimport os\nos.abort()\n```\n')
+    settings, pipeline = make(project)
+    notes, _ = load_notes(settings)
+    try:
+        first = pipeline.run(notes, hold=True)
+        assert pipeline.executed == 1 and first[0].result.retry
+        second = pipeline.run(notes)
+        assert pipeline.executed == 1  # the held crash, not a second run
+        assert second[0].result.retry and not second[0].cached
+        assert second[0].result.error == first[0].result.error
+        pipeline.run(notes)
+        assert pipeline.executed == 2  # held for one run only
+    finally:
+        pipeline.close()

@@ -331,14 +331,13 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     on_page_markdown = CombinedEvent(_clean_meta, _prepare_post, _download_links)
 
-    def _write_downloads(self, config: MkDocsConfig, only: set[str] | None = None) -> None:
+    def _write_downloads(self, config: MkDocsConfig) -> None:
         """Export the pages that link to downloads, from this build's outcomes (no block runs again).
 
         An export is a pure function of the note's text, its includes and the results shown, so it
         is kept by a hash of those (in the process for serve, on disk for the next build): a save
         exports only the note it changed."""
-        wanted = self.downloads if only is None else self.downloads & only
-        if not wanted or self.app is None:
+        if not self.downloads or self.app is None:
             return
         from kernelnotes import export
 
@@ -346,7 +345,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         shown = Path(os.path.relpath(docs, Path(config.config_file_path).parent)).as_posix()  # e.g. "notes"
         cache = self._site_cache_file(config).parent / "exports"
         code = hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()
-        notes = self.app.index.parsed_notes(self.app.resolver, sorted(wanted))
+        notes = self.app.index.parsed_notes(self.app.resolver, sorted(self.downloads))
         used = set()
         for note in notes:
             text = (docs / note.path).read_text(encoding="utf-8")
@@ -376,7 +375,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 site_writes.write(
                     stem.with_name(f"{stem.name}.{fmt}"), content.encode("utf-8"), f"{key}.{fmt}"
                 )
-        if not self.serving and only is None:  # keep what this build used; serve's are pruned by a build
+        if not self.serving:  # keep what this build used; serve's edits are pruned by the next build
             self._exports = {k: v for k, v in self._exports.items() if k in used}
             for old in cache.glob("*.*") if cache.is_dir() else ():
                 if old.name.split(".", 1)[0] not in used:
@@ -411,7 +410,11 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     @event_priority(-1000)  # last: after every plugin wrote its files
     def _sweep(self, *, config: MkDocsConfig) -> None:
         site_writes.sweep()  # serve: what a clean build would not have written is removed
-        if self.preview is not None and {"files", "nav", "env"} <= self._built.keys():
+        if (
+            self.preview is not None
+            and site_writes.STATE.installed
+            and {"files", "nav", "env"} <= self._built.keys()
+        ):
             self.preview.remember(Built(config=config, **self._built))
         self._built = {}
 
@@ -441,8 +444,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def _preview_results(self, notes: list[str], config: MkDocsConfig) -> Callable[[bool], None]:
         """Make this plugin show the current results of `notes` (paths in docs_dir) in a preview of
         their pages: parse them (the index is the full build's to update: it reports problems),
-        run their blocks (cached ones cost nothing). Returns what writes their figures and downloads
-        after the pages rendered. Raises when a note cannot be previewed (the full build says why)."""
+        run their blocks (cached ones cost nothing). Returns what writes their figures after the
+        pages rendered (their downloads are the full build's: exports read the index's parse).
+        Raises when a note cannot be previewed (the full build says why)."""
         if not self.config.enabled or self.app is None:
             return lambda ok: None
         parsed = []
@@ -455,7 +459,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 raise ValueError(f"{rel}: has problems")
             parsed.append(result.note)
         pipeline = self._pipeline()
-        outcomes = pipeline.run(parsed, progress=self._progress(pipeline, parsed))
+        outcomes = pipeline.run(parsed, progress=self._progress(pipeline, parsed), hold=True)
         for rel in notes:
             self.outcomes.pop(rel, None)
         for outcome in outcomes:
@@ -469,7 +473,6 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
                 folder = Path(config.site_dir) / FIGURES_DIR
                 for name, data in self.figures.items():
                     site_writes.write(folder / name, data)
-                self._write_downloads(config, only=set(notes))
 
         return finish
 

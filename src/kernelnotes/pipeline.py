@@ -127,11 +127,18 @@ class Pipeline:
         self._lock = self.context.lock  # sqlite connection and stash are shared by job threads
         self.executed = 0
         self._sources: list[Path] | None = None
+        # results not worth keeping (a timeout, a crash) from a `hold` run, for the next run only:
+        # serve's preview runs a note's blocks, and the full build right after must not run them again
+        self._held: dict[str, RunResult] = {}
 
     # ---- the public entry points ----------------------------------------------------------------
 
-    def run(self, notes: Iterable[Note], progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-        """Outcomes for every collected snippet of `notes`, executing what is not cached."""
+    def run(
+        self, notes: Iterable[Note], progress: Callable[[Outcome], None] | None = None, hold: bool = False
+    ) -> list[Outcome]:
+        """Outcomes for every collected snippet of `notes`, executing what is not cached. `hold`:
+        the next run reuses the results of this one that are not stored (timeouts, crashes)."""
+        held, self._held = self._held, {}
         if self._sources is None:
             self._sources = self.app.plugin_sources()
         keys = self.key_maker()
@@ -139,9 +146,11 @@ class Pipeline:
         work = [(note, group) for note in notes for group in self._sessions(self.snippets(note))]
         if self.options.jobs > 1 and len(work) > 1:
             with ThreadPoolExecutor(self.options.jobs) as pool:
-                chunks = list(pool.map(lambda item: self._run_group(item[0], item[1], keys, progress), work))
+                chunks = list(
+                    pool.map(lambda item: self._run_group(item[0], item[1], keys, progress, held, hold), work)
+                )
         else:
-            chunks = [self._run_group(note, group, keys, progress) for note, group in work]
+            chunks = [self._run_group(note, group, keys, progress, held, hold) for note, group in work]
         return sorted((o for chunk in chunks for o in chunk), key=lambda o: (o.note_path, o.snippet.index))
 
     def warm_up(self, notes: Iterable[Note]) -> threading.Thread | None:
@@ -206,13 +215,22 @@ class Pipeline:
         return sorted(groups.values(), key=lambda g: g[0].index)
 
     def _run_group(
-        self, note: Note, group: list[Snippet], keys: KeyMaker, progress: Callable[[Outcome], None] | None
+        self,
+        note: Note,
+        group: list[Snippet],
+        keys: KeyMaker,
+        progress: Callable[[Outcome], None] | None,
+        held: dict[str, RunResult],
+        hold: bool,
     ) -> list[Outcome]:
         with self._lock:  # KeyMaker caches file hashes: one thread at a time
             group_keys = keys.keys(group)
         with self._lock:
             cached = [self.store.fresh(key) for key, _ in group_keys]
-        run_now = self.options.execute and (self.options.force or any(r is None for r in cached))
+        again = [held.get(key) for key, _ in group_keys]  # run by the preview just before, not stored
+        run_now = self.options.execute and (
+            self.options.force or any(r is None and h is None for r, h in zip(cached, again))
+        )
         if run_now:
             results = self._execute(note, group)
             for result, (key, code_key) in zip(results, group_keys):
@@ -225,8 +243,12 @@ class Pipeline:
                     self.executed += 1
                     if not results[i].retry:  # a timeout or crash is not a result worth keeping
                         self.pm.hook.store_result(outcome=outcome, context=self.context)
+                    elif hold:
+                        self._held[key] = results[i]
             else:
-                outcome = Outcome(note.path, snippet, key, cached[i], cached=cached[i] is not None)
+                outcome = Outcome(
+                    note.path, snippet, key, cached[i] or again[i], cached=cached[i] is not None
+                )
             with self._lock:
                 latest = self.store.latest(note.path, snippet.index, code_key)
             shown = outcome.result.device if outcome.result else None

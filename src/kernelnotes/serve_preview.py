@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -149,11 +150,16 @@ class Preview:
         """What serve runs for each change: a preview of the edited notes, then the full build."""
         roots = sorted({*self.roots, *map(str, self.server._watched_paths)})
         sources = snapshot(roots)  # before the build reads anything: a later save is seen next time
-        shown = self._try_preview(sources)
+        shown = self._try_preview(sources) if site_writes.STATE.installed else []
         self.roots = roots
         self._note_sources(sources)
         site_writes.track_changes()
-        builder()
+        try:
+            builder()
+        except BaseException:
+            if shown:  # requests wait again, as mkdocs makes them wait after a failed build
+                self.server._wanted_epoch = max(self.server._wanted_epoch + 1, _timestamp())
+            raise
         changed = site_writes.track_changes()
         pages = [path for path in changed if path.endswith(".html")]
         if shown and pages:
@@ -207,9 +213,9 @@ class Preview:
         finish = self.refresh([p.file.src_uri for p in pages], config)
         ok = False
         try:
-            fresh = [_fresh_page(page, config, files) for page in pages]
             doc_files = files.documentation_pages(inclusion=InclusionLevel.is_in_serve)
             with _quiet(), site_cache.new_build():
+                fresh = [_fresh_page(page, config, files) for page in pages]
                 for page in fresh:
                     _populate_page(page, config, files)
                 for page in fresh:
@@ -260,20 +266,21 @@ def _fresh_page(page: Any, config: Any, files: Any) -> Any:
 
 
 class _quiet:
-    """Hold back mkdocs' log lines while previewing: the full build right after says them all."""
+    """Hold back the preview's own mkdocs log lines (the full build right after says them all) but
+    block progress; lines from other threads (serve's HTTP requests) pass."""
 
     def __enter__(self) -> None:
-        self.handlers = logging.getLogger("mkdocs").handlers
+        self.handlers = list(logging.getLogger("mkdocs").handlers)
+        self.thread = threading.get_ident()
         for handler in self.handlers:
-            handler.addFilter(_preview_filter)
+            handler.addFilter(self.keep)
 
     def __exit__(self, *exc: object) -> None:
         for handler in self.handlers:
-            handler.removeFilter(_preview_filter)
+            handler.removeFilter(self.keep)
 
-
-def _preview_filter(record: logging.LogRecord) -> bool:
-    return bool(getattr(record, "kn_progress", False))
+    def keep(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread or bool(getattr(record, "kn_progress", False))
 
 
 def watched_roots(config: Any, extra: Iterable[Path | str]) -> list[str]:

@@ -125,6 +125,7 @@ def clean_directory(directory: str) -> None:
                 before[path] = found
     STATE.before, STATE.folders = before, folders
     STATE.kept = set()
+    STATE.changed = []  # what this build changes (nobody may ask: serve --dirty keeps no list)
 
 
 def write_file(content: bytes, output_path: str) -> None:
