@@ -115,3 +115,17 @@ def test_hidden_files_and_bytecode_are_not_sources(tmp_path):
     (docs / "posts" / ".n1.md.swp").write_bytes(b"\0")
     touch(paths[1], paths[1].read_text("utf-8") + "\n更多。\n")
     assert changed(preview, built) == ["n1.md"]
+
+
+def test_a_folder_watched_since_the_last_build_is_not_news(tmp_path):
+    docs, paths = project(tmp_path)
+    preview, built = started(tmp_path, docs)
+    theme = tmp_path / "theme"
+    theme.mkdir()
+    for i in range(MAX_NOTES + 1):
+        (theme / f"t{i}.html").write_text("<p></p>", "utf-8")
+    # serve now also watches the theme (a plugin's on_serve, or --watch-theme)
+    preview.server = SimpleNamespace(_watched_paths={str(p): 1 for p in (docs, tmp_path / "snippets", theme)})
+    touch(paths[0], paths[0].read_text("utf-8") + "\n更多。\n")
+    sources = snapshot([*preview.roots, str(theme)])
+    assert [p.name for p in preview._changed_notes(built, sources)] == ["n0.md"]

@@ -190,7 +190,15 @@ class Preview:
     def _changed_notes(self, built: Built, sources: dict[str, Stat]) -> list[Any]:
         """The changed files' pages when nothing else changed and their front matter did not."""
         old = self.sources or {}
-        changed = [p for p in sources.keys() | old.keys() if sources.get(p) != old.get(p)]
+        # a folder watched only since the last snapshot (a plugin's on_serve adds some): its files
+        # are not news; the full build reads them anyway
+        added = [r for r in getattr(self.server, "_watched_paths", {}) if r not in self.roots]
+        under = tuple(os.path.join(r, "") for r in added)
+        changed = [
+            p
+            for p in sources.keys() | old.keys()
+            if sources.get(p) != old.get(p) and not (p not in old and (p in added or p.startswith(under)))
+        ]
         if not changed or len(changed) > MAX_NOTES:
             return []
         pages = []
