@@ -276,7 +276,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             return None
         return file.url_relative_to(page.file)
 
-    # The objects serve's preview renders a page with: the last plugin's navigation and environment.
+    # What serve's preview renders a page with: the navigation and environment as every plugin left them.
     @event_priority(-10_000)
     def on_nav(self, nav: Any, *, config: MkDocsConfig, files: Files) -> Any:
         if self.preview is not None:
