@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import textwrap
 import xml.etree.ElementTree as ET
 
@@ -462,6 +463,11 @@ def test_site_shows_passing_and_failing_checks(tmp_path):
     strict = build("--strict", "-q")
     assert strict.returncode != 0 and "snippet(s) failed: softmax.md:" in strict.stderr
     assert "Traceback" not in strict.stderr
+    # a build whose page render comes from the site cache publishes the page's figure too
+    shutil.rmtree(tmp_path / "site")
+    again = build()
+    assert again.returncode == 0 and re.search(r"site cache: .*\d+ render hit", again.stderr), again.stderr
+    assert (tmp_path / "site" / url.lstrip("/")).read_text().lstrip().startswith(("<?xml", "<svg"))
 
 
 def test_kn_run_changed_runs_only_notes_git_reports(project, monkeypatch):

@@ -95,6 +95,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self._site_cache_path: Path | None = None
         self._exports: dict[str, dict[str, str]] = {}  # export key -> text per format (serve keeps it)
         self.preview: Preview | None = None  # serve: an edited note's page before the full rebuild
+        self._linked: set[str] | None = None  # figures linked by the page being rendered (site cache)
         self._built: dict[str, Any] = {}  # this build's files, navigation and environment (serve)
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
@@ -139,7 +140,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
     def _configure_site_cache(self, config: MkDocsConfig) -> None:
         if self.config.site_cache:
             site_cache.install()
-            site_cache.configure(config, page_salt=self._page_salt)
+            site_cache.configure(config, page_salt=self._page_salt, effects=_FigureEffects(self))
             site_cache.load(self._site_cache_file(config))
         else:
             site_cache.uninstall()
@@ -306,9 +307,10 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     def _figure_link(self, figure: Figure) -> str:
         """Publish a figure as a file (content-addressed) and return its site-absolute URL."""
-        data = base64.b64decode(figure.data) if figure.format == "png" else figure.data.encode("utf-8")
-        name = f"{hashlib.sha256(data).hexdigest()[:20]}.{figure.format}"
+        name, data = _figure_file(figure)
         self.figures[name] = data
+        if self._linked is not None:
+            self._linked.add(name)
         return self._figure_base + name
 
     def _download_links(self, markdown: str, *, page: Page, config: MkDocsConfig, files: Files) -> str:
@@ -496,6 +498,36 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         if self.app is not None:
             self.app.close()
             self.app = None
+
+
+def _figure_file(figure: Figure) -> tuple[str, bytes]:
+    """A figure's published file: a name from its content, and its bytes."""
+    data = base64.b64decode(figure.data) if figure.format == "png" else figure.data.encode("utf-8")
+    return f"{hashlib.sha256(data).hexdigest()[:20]}.{figure.format}", data
+
+
+class _FigureEffects(site_cache.RenderEffects):
+    """The figures a page's render published: a cached render publishes them again (they are among
+    the results of the page's own blocks, which key the cached render)."""
+
+    def __init__(self, plugin: KernelNotesPlugin) -> None:
+        self.plugin = plugin
+
+    def begin(self) -> None:
+        self.plugin._linked = set()
+
+    def end(self) -> list[str]:
+        names, self.plugin._linked = self.plugin._linked or set(), None
+        return sorted(names)
+
+    def replay(self, page: Any, data: Any) -> None:
+        wanted = set(data or ())
+        for outcome in self.plugin.outcomes.get(page.file.src_uri) or [] if wanted else []:
+            for result in [outcome.result, *(r for r, _ in outcome.others)]:
+                for figure in result.figures if result is not None else []:
+                    name, content = _figure_file(figure)
+                    if name in wanted:
+                        self.plugin.figures[name] = content
 
 
 def _read_exports(folder: Path, key: str) -> dict[str, str] | None:

@@ -73,6 +73,7 @@ MAX_ENTRIES = 20_000  # per cache; a cache past this is cleared (a serve session
 class State:
     config_sig: str = ""  # the config file and the options a render depends on
     page_salt: Callable[[Any], str] | None = None  # a plugin's per-page render inputs (results)
+    effects: Any = None  # a plugin's side effects of a render, recorded and replayed (RenderEffects)
     renders: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
     excerpts: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = field(default_factory=dict)
     search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -172,7 +173,7 @@ def _toc(tokens: list[dict[str, Any]]) -> Any:
 
 # ---- on disk: a fresh `mkdocs build` starts from the previous build's entries --------------------
 
-FORMAT = 1
+FORMAT = 2  # 2: a render's entry holds its side effects
 
 
 def load(path: Path) -> None:
@@ -213,7 +214,22 @@ def save(path: Path) -> None:
 # ---- configuration ------------------------------------------------------------------------------
 
 
-def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> None:
+class RenderEffects:
+    """What a plugin does during a page's Markdown→HTML besides the HTML (e.g. publish a figure the
+    page links to): `end()` returns it as JSON-able data after a render, `replay(page, data)` does it
+    again when the render is a cache hit."""
+
+    def begin(self) -> None: ...
+
+    def end(self) -> Any:
+        return None
+
+    def replay(self, page: Any, data: Any) -> None: ...
+
+
+def configure(
+    config: Any, page_salt: Callable[[Any], str] | None = None, effects: RenderEffects | None = None
+) -> None:
     """Called at each build's on_config: a changed config file empties every cache."""
     path = config.config_file_path
     text = _config_text(Path(path)) if path else ""
@@ -237,6 +253,7 @@ def configure(config: Any, page_salt: Callable[[Any], str] | None = None) -> Non
     STATE.rows = {}
     STATE.config_sig = sig
     STATE.page_salt = page_salt
+    STATE.effects = effects
     STATE.used = set()
 
 
@@ -433,12 +450,17 @@ def _patch_page_render() -> bool:
             _restore_render(self, hit[1], files)
             for name, level, message in hit[1]["log"]:  # a cached page warns like a rendered one
                 logging.getLogger(name).log(level, message)
+            if STATE.effects is not None and hit[1].get("effects") is not None:
+                STATE.effects.replay(self, hit[1]["effects"])
             return None
+        if STATE.effects is not None:
+            STATE.effects.begin()
         with _recording() as used, _warnings() as warnings:
             original(self, config, files)
+        effects = STATE.effects.end() if STATE.effects is not None else None
         deps = _deps(used)
         if deps is not None:
-            _store(STATE.renders, key, (deps, {**_saved_render(self), "log": warnings}))
+            _store(STATE.renders, key, (deps, {**_saved_render(self), "log": warnings, "effects": effects}))
         STATE.count("render miss")
         return None
 
