@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +104,7 @@ class Preview:
 
     @staticmethod
     def supported() -> bool:
-        try:
-            found = tuple(int(p) for p in version("mkdocs").split(".")[:2])
-        except (PackageNotFoundError, ValueError):
-            return False
-        return MKDOCS_RANGE[0] <= found < MKDOCS_RANGE[1]
+        return site_cache._in_range(site_cache._version("mkdocs"), MKDOCS_RANGE)
 
     def begin(self, roots: list[str], docs_dir: str) -> None:
         """Note the sources as the first build begins, before it reads them (its on_pre_build)."""
@@ -153,20 +148,22 @@ class Preview:
         shown = self._try_preview(sources) if site_writes.STATE.installed else []
         self.roots = roots
         self._note_sources(sources)
-        site_writes.track_changes()
         try:
-            builder()
+            builder()  # its clean_directory restarts site_writes' list of changed files
         except BaseException:
             if shown:  # requests wait again, as mkdocs makes them wait after a failed build
-                self.server._wanted_epoch = max(self.server._wanted_epoch + 1, _timestamp())
+                self._new_epoch()
             raise
-        changed = site_writes.track_changes()
-        pages = [path for path in changed if path.endswith(".html")]
+        pages = [path for path in site_writes.track_changes() if path.endswith(".html")]
         if shown and pages:
             # the build changed a page after the preview (a listing, the preview itself): reload again
             log.info(f"kernelnotes: the rebuild changed {len(pages)} more page(s): browsers reload again")
             log.debug(f"kernelnotes: changed after the preview: {pages[:20]}")
-            self.server._wanted_epoch = max(self.server._wanted_epoch + 1, _timestamp())
+            self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        """A version of the site newer than the preview's: browsers reload when the build ends."""
+        self.server._wanted_epoch = max(self.server._wanted_epoch + 1, _timestamp())
 
     def _try_preview(self, sources: dict[str, Stat]) -> list[str]:
         """Preview the changed notes, if that is all that changed; the notes shown."""
