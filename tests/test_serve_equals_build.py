@@ -125,10 +125,10 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         counts = re.findall(r"site cache: (.*)", serve.log.read_text(errors="replace"))[-1]
         hits, misses = (int(re.search(rf"(\d+) page {w}", counts)[1]) for w in ("hit", "miss"))  # type: ignore[index]
         assert misses <= 6 and hits >= 8, counts
-        # the note's page was shown before the full rebuild, which then changed the listings
-        # showing its excerpt and reloaded the browsers again
+        # the note's page was shown before the full rebuild, which then wrote the listings showing
+        # its excerpt first and reloaded the browsers again
         log = serve.since(mark)
-        assert "posts/alpha.md shown in" in log and "more page(s): browsers reload again" in log, log
+        assert "posts/alpha.md shown in" in log and "page(s) the edit changes shown" in log, log
 
         # its body, after the excerpt: the preview is the page the full build makes (one reload)
         beta = posts / "beta.md"
@@ -138,7 +138,8 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         pages = assert_serve_equals_clean_build(serve, tmp_path, "body")
         assert "正文里新加的一句" in pages["beta/index.html"]
         log = serve.since(mark)
-        assert "posts/beta.md shown in" in log and "reload again" not in log, log
+        assert "posts/beta.md shown in" in log, log
+        assert "reload again" not in log and "the edit changes shown" not in log, log
 
         # a title, a tag, a date and a pin: the note moves to another archive month and to the top of
         # the listings; every listing, the tags page and the search index show the new title
@@ -154,7 +155,9 @@ def test_serve_shows_what_a_clean_build_makes_after_each_edit(tmp_path):
         pages = assert_serve_equals_clean_build(serve, tmp_path, "title-tag-date-pin")
         assert "笔记 alpha 改名" in pages["alpha/index.html"] and "显存" in pages["tags/index.html"]
         assert "笔记 alpha 改名" in pages["tags/index.html"] and "archive/2024/index.html" in pages
-        assert " shown in " not in serve.since(mark)  # front matter: listings change, no preview
+        # front matter: no preview; the build wrote the note and the listings first
+        log = serve.since(mark)
+        assert " shown in " not in log and "page(s) the edit changes shown" in log, log
 
         # a template of the theme's custom_dir: every page
         blogsite.write_theme_override(tmp_path, "页脚二")

@@ -4,11 +4,18 @@ tests/test_serve_equals_build.py, under a real `mkdocs serve`.)"""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from kernelnotes.serve_preview import MAX_NOTES, Built, Preview, front_matter, snapshot
+
+from . import blogsite
 
 POST = "---\ntitle: 标题\ndate: 2025-01-01\n---\n\n# 标题\n\n摘要。\n\n<!-- more -->\n\n正文。\n"
 
@@ -43,7 +50,7 @@ def started(tmp_path: Path, docs: Path) -> tuple[Preview, Built]:
 
 def changed(preview: Preview, built: Built) -> list[str] | None:
     sources = snapshot(preview.roots)
-    return [p.name for p in preview._changed_notes(built, sources)]
+    return [p.name for p in preview._changed_notes(built, preview._changed_paths(sources))]
 
 
 def touch(path: Path, text: str) -> None:
@@ -128,4 +135,75 @@ def test_a_folder_watched_since_the_last_build_is_not_news(tmp_path):
     preview.server = SimpleNamespace(_watched_paths={str(p): 1 for p in (docs, tmp_path / "snippets", theme)})
     touch(paths[0], paths[0].read_text("utf-8") + "\n更多。\n")
     sources = snapshot([*preview.roots, str(theme)])
-    assert [p.name for p in preview._changed_notes(built, sources)] == ["n0.md"]
+    assert [p.name for p in preview._changed_notes(built, preview._changed_paths(sources))] == ["n0.md"]
+
+
+# In-process builds of the small blog (tests/blogsite.py): one as serve's previous build, one with an
+# edit built pages first, one in mkdocs' order, one with half the pages shuffled ahead.
+FIRST_PAGES = r"""
+import json, os, random, sys
+from mkdocs.commands.build import build
+from mkdocs.config import load_config
+from kernelnotes import serve_preview
+
+os.chdir(sys.argv[1])
+
+
+def run(site, first=None):
+    config = load_config("mkdocs.yml", site_dir=site)
+    config.plugins.on_startup(command="build", dirty=False)
+    try:
+        if first is None:
+            build(config)
+        else:
+            with first.installed():
+                build(config)
+        return serve_preview.listings(config)
+    finally:
+        config.plugins.on_shutdown()
+
+
+listed = run("site-before")
+alpha = os.path.abspath("notes/posts/alpha.md")
+with open(alpha, encoding="utf-8") as f:
+    text = f.read()
+with open(alpha, "w", encoding="utf-8") as f:
+    f.write(text.replace("title: 笔记 alpha", "title: 笔记 alpha 改名"))
+shown = []
+first = serve_preview.FirstPages({alpha}, listed, lambda: shown.append(len(first.first)))
+run("site-first", first)
+chosen = [page.file.src_uri for page in first.first.values()]
+run("site-plain")
+
+
+def anyhow(config, doc_files, changed, listed):
+    return random.Random(7).sample([f.page for f in doc_files], len(doc_files) // 2)
+
+
+serve_preview.first_pages = anyhow
+run("site-shuffled", serve_preview.FirstPages({alpha}, {}, lambda: shown.append(0)))
+print(json.dumps({"listed": listed, "chosen": chosen, "shown": shown}, ensure_ascii=False))
+"""
+
+
+@pytest.mark.slow
+def test_a_build_writes_the_pages_an_edit_changes_first_and_ends_as_in_mkdocs_order(tmp_path):
+    blogsite.write_project(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_PAGES, str(tmp_path)], capture_output=True, text=True, env=blogsite.ENV
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    listed, chosen = found["listed"], found["chosen"]
+    # the note first, then its neighbours, the listings that show it and the tags page
+    assert chosen[0] == "posts/alpha.md" and "posts/beta.md" in chosen and "tags.md" in chosen
+    showing = {page for page, notes in listed.items() if "posts/alpha.md" in notes}
+    assert showing and showing <= set(chosen)
+    # and nothing the edit cannot change: listings without the note, notes not next to it
+    assert not set(chosen) & ({page for page in listed if page not in showing} | {"posts/fenced.md"})
+    assert found["shown"] == [len(chosen), 0]  # once, when they were written
+    # what ends on disk is what mkdocs' own order makes, search index included, whatever went first
+    plain = blogsite.pages(tmp_path / "site-plain")
+    assert "笔记 alpha 改名" in plain["alpha/index.html"]
+    for site in ("site-first", "site-shuffled"):
+        assert blogsite.pages(tmp_path / site) == plain, site

@@ -411,6 +411,34 @@ def reset_feed_entries(config: Any) -> None:
                 items.clear()
 
 
+_FRESH_EXCERPTS = False
+
+
+def fresh_excerpts() -> None:
+    """Make material's blog render each excerpt as a document of its own (call from `on_config`,
+    before kernelnotes.site_cache patches the same method).
+
+    material keeps one Markdown parser per post's excerpt and converts it again for each listing
+    that shows the post, never resetting it: Python-Markdown's footnotes count the references they
+    have seen, so the second listing got `fnref2:1` where the first got `fnref:1`. A page's bytes
+    then depended on how many listings the build had rendered before it."""
+    global _FRESH_EXCERPTS
+    try:
+        from material.plugins.blog.structure import Excerpt
+    except ImportError:
+        return
+    if _FRESH_EXCERPTS:
+        return
+    _FRESH_EXCERPTS = True
+    original = Excerpt.render
+
+    def render(self: Any, page: Any, separator: str) -> Any:
+        self.md.reset()
+        return original(self, page, separator)
+
+    Excerpt.render = render
+
+
 def hide_notebooks_from_blog(files: Any, config: Any) -> list[Any]:
     """Exclude notebooks under the posts folder for the blog's `on_files`; return them for `show_notebooks`.
 

@@ -1,21 +1,28 @@
-"""Under `mkdocs serve`, an edited note's page is shown before the rest of the site is rebuilt.
+"""Under `mkdocs serve`, the pages an edit changes are shown before the rest of the site is rebuilt.
 
 A save makes serve rebuild every page (seconds at a few hundred notes), and the browser reloads
-only once all of them are written. When the only files changed since the last build began are
-notes whose front matter is unchanged, `Preview` first renders just those pages, through the same
-mkdocs functions and plugin events a build runs, with the last build's file list, navigation and
-theme environment (nothing else serve watches changed); writes them; and reloads the browsers.
-Then the full build runs as before.
+only once all of them are written. Two steps shorten that wait:
+
+- `Preview`: when the only files changed since the last build began are notes whose front matter
+  is unchanged, just those pages are rendered first, through the same mkdocs functions and plugin
+  events a build runs, with the last build's file list, navigation and theme environment (nothing
+  else serve watches changed); written; and the browsers reload. Then the full build runs.
+- `FirstPages`: in the full build, once every page is read (what any page shows of the others is
+  known then), the pages an edit of notes can change are built first — the notes, their neighbours,
+  the listings that show them or whose notes changed, the tags listings — and the browsers reload
+  if any of them changed; then the other pages. This is what shows a title, date or tag edit, a new
+  or deleted note, early.
 
 The full build stays the authority: it writes only the files whose bytes changed
-(kernelnotes.site_writes), and when it changed a page — the preview differed, or a listing shows
-the note's excerpt, or its title moved — the browsers reload again. So what serve shows ends as
-what a clean build makes; a preview is at most early. Anything unexpected (a plugin raising, a
-version of mkdocs whose private functions differ) skips the preview and leaves the full build.
+(kernelnotes.site_writes), and when it changed a page after the browsers were shown the edit, they
+reload again. So what serve shows ends as what a clean build makes; an early page is at most early.
+Anything unexpected (a plugin raising, a version of mkdocs whose private functions differ) skips
+the step and leaves mkdocs' own build.
 
-While the full build runs, serve answers requests from the folder as it stands (mkdocs would make
-them wait): the previewed pages are new, the others at most one build old, and each reloads when
-the build changed it. site_writes writes each file by an atomic rename, so no reader sees half.
+Once the browsers were shown an edit, serve answers requests from the folder as it stands (mkdocs
+would make them wait until the build ends): the pages shown are new, the others at most one build
+old, and each reloads when the build changed it. site_writes writes each file by an atomic rename,
+so no reader sees half.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +109,8 @@ class Preview:
         self.sources: dict[str, Stat] | None = None  # when the last build began
         self.fronts: dict[str, str | None] = {}  # the notes' front matter then (read lazily, kept)
         self.server: Any = None
+        self.listed: dict[str, tuple[str, ...]] = {}  # the last build's listings (see `listings`)
+        self.early = False  # this build showed browsers an edit before it ended
 
     @staticmethod
     def supported() -> bool:
@@ -125,6 +135,11 @@ class Preview:
     def remember(self, built: Built) -> None:
         """The last build completed: its objects are what a preview renders with."""
         self.built = built
+        try:
+            self.listed = listings(built.config)
+        except Exception as error:  # a blog plugin other than the version tested
+            log.debug(f"kernelnotes: no listings: {error!r}")
+            self.listed = {}
 
     def attach(self, server: Any, builder: Callable[[], None]) -> bool:
         """Put the preview in front of serve's builder; False (and nothing changed) where mkdocs'
@@ -142,37 +157,54 @@ class Preview:
         return True
 
     def rebuild(self, builder: Callable[[], None]) -> None:
-        """What serve runs for each change: a preview of the edited notes, then the full build."""
+        """What serve runs for each change: a preview of the edited notes, then the full build,
+        which writes the pages the edit changes first (`FirstPages`)."""
         roots = sorted({*self.roots, *map(str, self.server._watched_paths)})
         sources = snapshot(roots)  # before the build reads anything: a later save is seen next time
-        shown = self._try_preview(sources) if site_writes.STATE.installed else []
+        # both need site_writes: it tells which pages a build changed, and writes them atomically
+        changed = self._changed_paths(sources) if site_writes.STATE.installed else set()
+        shown = self._try_preview(changed)
         self.roots = roots
         self._note_sources(sources)
+        first = FirstPages(changed, self.listed, self._show_first)
+        self.early = bool(shown)
         try:
-            builder()  # its clean_directory restarts site_writes' list of changed files
+            with first.installed():
+                builder()  # its clean_directory restarts site_writes' list of changed files
         except BaseException:
-            if shown:  # requests wait again, as mkdocs makes them wait after a failed build
+            if self.early:  # requests wait again, as mkdocs makes them wait after a failed build
                 self._new_epoch()
             raise
         pages = [path for path in site_writes.track_changes() if path.endswith(".html")]
-        if shown and pages:
-            # the build changed a page after the preview (a listing, the preview itself): reload again
+        if self.early and pages:
+            # the build changed a page after the browsers were shown the edit: reload again
             log.info(f"kernelnotes: the rebuild changed {len(pages)} more page(s): browsers reload again")
             log.debug(f"kernelnotes: changed after the preview: {pages[:20]}")
             self._new_epoch()
+
+    def _show_first(self) -> None:
+        """The pages the edit changes are written, the rest of the build is not: show them."""
+        pages = [path for path in site_writes.track_changes() if path.endswith(".html")]
+        if not pages:
+            return  # nothing new to see: mkdocs reloads when the build ends, if it must
+        if self.early:
+            self._new_epoch()
+        self._reload()
+        self.early = True
+        log.info(f"kernelnotes: {len(pages)} page(s) the edit changes shown; writing the others")
 
     def _new_epoch(self) -> None:
         """A version of the site newer than the preview's: browsers reload when the build ends."""
         self.server._wanted_epoch = max(self.server._wanted_epoch + 1, _timestamp())
 
-    def _try_preview(self, sources: dict[str, Stat]) -> list[str]:
+    def _try_preview(self, changed: set[str]) -> list[str]:
         """Preview the changed notes, if that is all that changed; the notes shown."""
         built, self.built = self.built, None  # the full build makes new objects: drop the old ones
         if built is None or self.sources is None:
             return []
         started = time.perf_counter()
         try:
-            shown = self._preview(built, self._changed_notes(built, sources))
+            shown = self._preview(built, self._changed_notes(built, changed))
         except Exception as error:  # the full build that follows reports the note's problem
             log.debug(f"kernelnotes: no preview: {error!r}")
             return []
@@ -184,24 +216,27 @@ class Preview:
             )
         return shown
 
-    def _changed_notes(self, built: Built, sources: dict[str, Stat]) -> list[Any]:
-        """The changed files' pages when nothing else changed and their front matter did not."""
+    def _changed_paths(self, sources: dict[str, Stat]) -> set[str]:
+        """The files changed, added or deleted since the last build began."""
         old = self.sources or {}
         # a folder watched only since the last snapshot (a plugin's on_serve adds some): its files
         # are not news; the full build reads them anyway
         added = [r for r in getattr(self.server, "_watched_paths", {}) if r not in self.roots]
         under = tuple(os.path.join(r, "") for r in added)
-        changed = [
+        return {
             p
             for p in sources.keys() | old.keys()
             if sources.get(p) != old.get(p) and not (p not in old and (p in added or p.startswith(under)))
-        ]
+        }
+
+    def _changed_notes(self, built: Built, changed: set[str]) -> list[Any]:
+        """The changed files' pages when nothing else changed and their front matter did not."""
         if not changed or len(changed) > MAX_NOTES:
             return []
         pages = []
         for path in changed:
             file = _file_at(built.files, path)
-            if file is None or file.page is None or not path.endswith(".md") or path not in sources:
+            if file is None or file.page is None or not path.endswith(".md") or not os.path.isfile(path):
                 return []  # a new, deleted or non-note file: only a full build knows its effects
             if front_matter(path) != self.fronts.get(path):
                 return []  # title, date, tags, draft...: listings and navigation change
@@ -236,6 +271,138 @@ class Preview:
         with server._epoch_cond:
             server._visible_epoch = server._wanted_epoch
             server._epoch_cond.notify_all()
+
+
+MAX_FIRST = 40  # pages written before the browsers reload; an edit that changes more shows them later
+
+
+class FirstPages:
+    """For one serve build, mkdocs' `_build_page` with the pages the edit changes first.
+
+    Once every page is read and every plugin has seen it (the first `_build_page` call), the
+    changed notes, their neighbours, the blog listings that show them or whose notes changed since
+    the last build, and the tags listings are built; `shown` is called (serve reloads the browsers);
+    then the other pages are built in mkdocs' order. Each page is built once, with every plugin
+    event. What depends on that order is the search index, whose entries are put back in mkdocs'
+    order after the last page: the site ends byte for byte as an unordered build makes it."""
+
+    def __init__(
+        self, changed: Iterable[str], listed: dict[str, tuple[str, ...]], shown: Callable[[], None]
+    ) -> None:
+        self.changed = {p for p in changed if p.endswith(".md")}
+        self.listed = listed  # the last build's listings, to find those a new or deleted note changes
+        self.shown = shown
+        self.first: dict[int, Any] | None = None  # id(page) -> page, built ahead of mkdocs' order
+        self.entries: list[tuple[list[Any], int]] = []  # search indexes' entry lists, their length
+        self.added: dict[int, list[list[Any]]] = {}  # id(page) -> the entries it added, per index
+        self.real: Callable[..., None] | None = None
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if not self.changed:
+            yield
+            return
+        from mkdocs.commands import build
+
+        self.real = build._build_page
+        build._build_page = self
+        try:
+            yield
+        finally:
+            build._build_page = self.real
+
+    def __call__(self, page: Any, config: Any, doc_files: Any, *args: Any, **kwargs: Any) -> None:
+        if self.first is None:
+            self._start(config, doc_files, args, kwargs)
+        if not (self.first and id(page) in self.first):  # else built ahead
+            self._build(page, config, doc_files, args, kwargs)
+        if self.first and page is doc_files[-1].page:
+            self._restore_order(doc_files)
+
+    def _start(self, config: Any, doc_files: Any, args: tuple, kwargs: dict) -> None:
+        self.first = {}
+        try:
+            pages = first_pages(config, doc_files, self.changed, self.listed)
+            self.entries = [(lst, len(lst)) for lst in _search_entries(config)]
+        except Exception as error:  # a plugin other than the versions tested: mkdocs' order
+            log.debug(f"kernelnotes: no pages first: {error!r}")
+            return
+        if not pages:
+            return
+        self.first = {id(page): page for page in pages}
+        for page in pages:
+            excluded = page.file.inclusion.is_excluded()
+            self._build(page, config, doc_files, args, {**kwargs, "excluded": excluded})
+        self.shown()
+
+    def _build(self, page: Any, config: Any, doc_files: Any, args: tuple, kwargs: dict) -> None:
+        sizes = [len(entries) for entries, _ in self.entries]
+        assert self.real is not None
+        self.real(page, config, doc_files, *args, **kwargs)
+        self.added[id(page)] = [entries[n:] for (entries, _), n in zip(self.entries, sizes)]
+
+    def _restore_order(self, doc_files: Any) -> None:
+        for k, (entries, start) in enumerate(self.entries):
+            entries[start:] = [
+                e for f in doc_files if id(f.page) in self.added for e in self.added[id(f.page)][k]
+            ]
+
+
+def first_pages(
+    config: Any, doc_files: Any, changed: set[str], listed: dict[str, tuple[str, ...]]
+) -> list[Any]:
+    """The pages an edit of the notes at `changed` (absolute paths) changes, at most MAX_FIRST: the
+    notes, their neighbours, the blog listings that show them or that list other notes than at the
+    last build (`listed`), and the tags listings."""
+    by_src = {f.src_uri: f.page for f in doc_files if f.page is not None}
+    notes = [f.src_uri for f in doc_files if f.abs_src_path and os.path.abspath(f.abs_src_path) in changed]
+    wanted = list(notes)
+    for src in notes:
+        page = by_src[src]
+        for near in (getattr(page, "previous_page", None), getattr(page, "next_page", None)):
+            file = getattr(near, "file", None)
+            if file is not None and file.src_uri in by_src:
+                wanted.append(file.src_uri)
+    shown = set(notes)
+    for src, posts in listings(config).items():
+        if listed.get(src) != posts or shown.intersection(posts):
+            wanted.append(src)
+    for plugin in config.plugins.values():  # material's tags: each page that lists tags
+        for listing in getattr(getattr(plugin, "listings", None), "data", ()):
+            wanted.append(listing.page.file.src_uri)
+    return [by_src[src] for src in dict.fromkeys(wanted) if src in by_src][:MAX_FIRST]
+
+
+def listings(config: Any) -> dict[str, tuple[str, ...]]:
+    """Every page of material's blog listings (home, archive, categories, each page of their
+    pagination), with the notes it shows."""
+    found: dict[str, tuple[str, ...]] = {}
+    for plugin in config.plugins.values():
+        blog = getattr(plugin, "blog", None)
+        if blog is None or not hasattr(plugin, "_resolve_views"):
+            continue
+        for view in plugin._resolve_views(blog):
+            posts = [p.file.src_uri for p in view.posts]
+            if not plugin._config_pagination(view):
+                found[view.file.src_uri] = tuple(posts)
+                continue
+            step = plugin._config_pagination_per_page(view)
+            for at, page in enumerate(view.pages):
+                found[page.file.src_uri] = tuple(posts[at * step : at * step + step])
+    return found
+
+
+def _search_entries(config: Any) -> list[list[Any]]:
+    """The entry lists of the search indexes (material's, mkdocs' own) a build fills page by page."""
+    found = []
+    for plugin in config.plugins.values():
+        index = getattr(plugin, "search_index", None)
+        for name in ("entries", "_entries"):
+            entries = getattr(index, name, None)
+            if isinstance(entries, list):
+                found.append(entries)
+                break
+    return found
 
 
 def _timestamp() -> int:

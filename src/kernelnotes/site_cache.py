@@ -173,7 +173,7 @@ def _toc(tokens: list[dict[str, Any]]) -> Any:
 
 # ---- on disk: a fresh `mkdocs build` starts from the previous build's entries --------------------
 
-FORMAT = 2  # 2: a render's entry holds its side effects
+FORMAT = 3  # 2: a render's entry holds its side effects; 3: excerpts as a fresh document each
 
 
 def load(path: Path) -> None:
@@ -544,8 +544,8 @@ def _patch_excerpt() -> bool:
         at = self.md.treeprocessors.get_index_for_name("excerpt")
         processor: ExcerptTreeprocessor = self.md.treeprocessors[at]
         processor.base = page
-        with _recording() as used:
-            html = self.md.convert(head + separator)
+        with _recording() as used:  # a fresh document, as kernelnotes.blog.fresh_excerpts makes material's
+            html = self.md.reset().convert(head + separator)
         content, cut, after = html.partition(separator)
         self.file.url = post.url
         if not cut:  # the separator did not survive as raw HTML (inside a code block?): material's way
