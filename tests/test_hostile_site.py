@@ -100,6 +100,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "---\ntitle: 长笔记\ndate: 2025-03-07\ncategories: [工程实践]\n---\n\n" + "很长的一段。\n\n" * 300,
         encoding="utf-8",
     )
+    # broken front matter: the index and the site's own check both find it, and it is said once
+    (posts / "broken-yaml.md").write_text("---\ntitle: 坏\ndate: [2025-03-07\nx: : y\n---\n\n正文\n", "utf-8")
+    (posts / "impossible-date.md").write_text("---\ntitle: 坏日期\ndate: 2025-13-45\n---\n\n正文\n", "utf-8")
     (root / "mkdocs.yml").write_text(config, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "-f", str(root / "mkdocs.yml"), "-d", str(root / "site")],
@@ -123,6 +126,17 @@ def test_a_note_over_max_note_mb_is_indexed_by_its_head_with_one_warning(site):
     assert page.count("很长的一段。") == 300  # the page itself is published whole
 
 
+def test_broken_front_matter_is_one_line_with_its_line_and_what_to_do(site):
+    log = (site.parent / "build.log").read_text(encoding="utf-8")
+    for note, start in (
+        ("posts/broken-yaml.md", "posts/broken-yaml.md:4: error: invalid YAML front matter: "),
+        ("posts/impossible-date.md", "posts/impossible-date.md:3: error: impossible date: "),
+    ):
+        lines = [l.split(" -  ", 1)[-1] for l in log.splitlines() if note in l]
+        assert len(lines) == 1 and lines[0].startswith(start), (note, lines)
+        assert lines[0].endswith("; the site leaves this note out")
+
+
 def test_yaml_bombs_leave_their_page_out_with_one_line_each(site):
     log = (site.parent / "build.log").read_text(encoding="utf-8")
     for page, line in (
@@ -130,8 +144,9 @@ def test_yaml_bombs_leave_their_page_out_with_one_line_each(site):
         ("posts/sec-billion-laughs.md", 9),
         ("posts/sec-alias-loop.md", 4),
     ):
-        lines = [l for l in log.splitlines() if f"{page}:{line}: error: front matter: " in l]
-        assert len(lines) == 1 and lines[0].endswith("the site leaves this page out"), (page, log[-2000:])
+        lines = [l for l in log.splitlines() if page in l]  # the index's line about it is not repeated
+        assert len(lines) == 1 and f"{page}:{line}: error: front matter: " in lines[0], (page, log[-2000:])
+        assert lines[0].endswith("the site leaves this page out")
     assert not (site / "sec-bomb-page").exists()
     assert (
         site / site_slug("Vec<T> 与 Option<T> & 模板") / "index.html"

@@ -88,6 +88,9 @@ def _strip_front_matter(markdown: str) -> str:
 # Validation of a post's front matter, before material's blog reads it
 
 
+IMPOSSIBLE_DATE = "impossible date"
+
+
 def read_front_matter(text: str) -> tuple[dict[str, Any] | None, str, str | None]:
     """(metadata, front-matter text, error) parsed the way material's blog parses it (PyYAML SafeLoader).
 
@@ -98,8 +101,10 @@ def read_front_matter(text: str) -> tuple[dict[str, Any] | None, str, str | None
         return None, "", "no front matter"
     try:
         meta = boundedyaml.load(front, yaml.SafeLoader) or {}
-    except (yaml.YAMLError, ValueError) as exc:
-        return None, front, " ".join(str(exc).split())
+    except yaml.YAMLError as exc:  # what is wrong, as kernelnotes.parse says it (the line: yaml_error_line)
+        return None, front, getattr(exc, "problem", None) or str(exc).split("\n")[0]
+    except ValueError as exc:  # SafeLoader's timestamp constructor: 2024-13-45
+        return None, front, f"{IMPOSSIBLE_DATE}: {' '.join(str(exc).split())}"
     if not isinstance(meta, dict):
         return None, front, "front matter is not a mapping of keys to values"
     return meta, front, None
@@ -125,10 +130,12 @@ def validate_post(
             problems.append(
                 ("", "a post needs front matter", "start the file with ---, date: YYYY-MM-DD, ---")
             )
+        elif what.startswith(IMPOSSIBLE_DATE):
+            problems.append(("date", what, "write a real date: YYYY-MM-DD, unquoted"))
         else:
-            problems.append(
-                ("", f"front matter is not valid YAML: {what}", "fix the YAML between the --- lines")
-            )
+            line = yaml_error_line(front_matter)
+            problems.append(("", f"invalid YAML front matter: {what}", "fix the YAML syntax"))
+            return [_line(path, front_matter, *p, line=line) for p in problems]
         return [_line(path, front_matter, *p) for p in problems]
 
     problems.extend(_check_date(meta))
@@ -156,6 +163,18 @@ def validate_post(
                         (key, f"category {name!r} is not allowed", "use one of " + ", ".join(allowed))
                     )
     return [_line(path, front_matter, *p) for p in problems]
+
+
+def yaml_error_line(front_matter: str) -> int:
+    """The file's line where PyYAML stopped reading this front matter (0: no line, or no error)."""
+    try:
+        boundedyaml.load(front_matter, yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return mark.line + 2 if mark is not None else 0  # + the opening ---
+    except ValueError:
+        return 0
+    return 0
 
 
 def _check_date(meta: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -203,10 +222,10 @@ def _line(
     *,
     severity: str = "error",
     outcome: str = "the site leaves this note out",
+    line: int = 0,
 ) -> str:
-    line = 0
     top = key.split(".")[0]
-    if top:
+    if top and not line:
         for number, text in enumerate(front_matter.split("\n"), start=2):  # line 1 is the opening ---
             if re.match(rf"{re.escape(top)}\s*:", text):
                 line = number
@@ -342,20 +361,12 @@ def exclude_invalid_posts(files: Any, config: Any, known_categories: Iterable[st
             with open(file.abs_src_path, encoding="utf-8-sig") as handle:
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
-            problems = [
-                terminal_text(
-                    f"{os.path.relpath(file.abs_src_path)}: error: cannot read ({exc}); the site leaves this note out"
-                )
-            ]
+            problems = [terminal_text(f"{src}: error: cannot read ({exc}); the site leaves this note out")]
         else:
             meta, front, error = read_front_matter(text)
-            problems = validate_post(
-                os.path.relpath(file.abs_src_path), meta, front, allowed_categories=allowed, error=error
-            )
+            problems = validate_post(src, meta, front, allowed_categories=allowed, error=error)
             if not problems:
-                messages.extend(
-                    unknown_categories(os.path.relpath(file.abs_src_path), meta, front, known_categories)
-                )
+                messages.extend(unknown_categories(src, meta, front, known_categories))
         if problems:
             files.remove(file)
             messages.extend(problems)

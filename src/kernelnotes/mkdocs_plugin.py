@@ -89,6 +89,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         self.report: list[Outcome] | None = None  # the report page's rows (its tables go in as HTML)
         self.serving = False
         self._hidden_notebooks: list[Any] = []
+        self._index_problems: list[Any] = []  # this build's index update found them; said in on_files
         self.figures: dict[str, bytes] = {}  # published file name -> content, written after the build
         self.downloads: set[str] = set()  # notes (src_uri) whose pages link to their exports
         self._figure_base = f"/{FIGURES_DIR}/"
@@ -179,17 +180,23 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
             return
         for line in self.app.open_index(verify=True).notices:  # a corrupt index: moved aside, rebuilt
             log.warning(line)
-        report = self.app.update_index()
-        for problem in report.problems:
-            # errors become warnings, so `mkdocs build --strict` fails on a broken note
-            (log.warning if problem.severity == "error" else log.info)(str(problem))
+        self._index_problems = self.app.update_index().problems
 
     def _on_files(self, files: Files, *, config: MkDocsConfig) -> Files:
         """Leave out posts material's blog would crash on; run every note's snippets up front
         (cached ones cost nothing), hand the outcomes to the fence, add the execution report page."""
-        for message in site_metadata.exclude_yaml_bombs(files) + blog.exclude_invalid_posts(
+        pages = {file.src_uri for file in files.documentation_pages()}
+        messages = site_metadata.exclude_yaml_bombs(files) + blog.exclude_invalid_posts(
             files, config, self.config.categories
-        ):
+        )
+        left_out = pages - {file.src_uri for file in files.documentation_pages()}
+        for problem in self._index_problems:
+            if problem.path in left_out:
+                continue  # the same front matter, said once: by the line that says the site leaves it out
+            # errors become warnings, so `mkdocs build --strict` fails on a broken note
+            (log.warning if problem.severity == "error" else log.info)(str(problem))
+        self._index_problems = []
+        for message in messages:
             log.warning(message)  # --strict fails; serve goes on without the broken note
         if not self.config.enabled or self.app is None:
             return files

@@ -69,11 +69,10 @@ def exclude_yaml_bombs(files: Any) -> list[str]:
             boundedyaml.load(match.group(1), yaml.SafeLoader)
         except boundedyaml.AliasBombError as exc:
             line = exc.problem_mark.line + 2 if exc.problem_mark else 1  # + the opening ---
-            where = os.path.relpath(file.abs_src_path)
             messages.append(
                 terminal_text(
-                    f"{where}:{line}: error: front matter: {exc.problem} (write the values out instead"
-                    " of YAML aliases); the site leaves this page out"
+                    f"{file.src_uri}:{line}: error: front matter: {exc.problem} (write the values out"
+                    " instead of YAML aliases); the site leaves this page out"
                 )
             )
             files.remove(file)
