@@ -289,7 +289,7 @@ class FirstPages:
     def __init__(
         self, changed: Iterable[str], listed: dict[str, tuple[str, ...]], shown: Callable[[], None]
     ) -> None:
-        self.changed = {p for p in changed if p.endswith(".md")}
+        self.changed = set(changed)
         self.listed = listed  # the last build's listings, to find those a new or deleted note changes
         self.shown = shown
         self.first: dict[int, Any] | None = None  # id(page) -> page, built ahead of mkdocs' order
@@ -351,9 +351,9 @@ class FirstPages:
 def first_pages(
     config: Any, doc_files: Any, changed: set[str], listed: dict[str, tuple[str, ...]]
 ) -> list[Any]:
-    """The pages an edit of the notes at `changed` (absolute paths) changes, at most MAX_FIRST: the
-    notes, their neighbours, the blog listings that show them or that list other notes than at the
-    last build (`listed`), and the tags listings."""
+    """The pages an edit of the files at `changed` (absolute paths) changes, at most MAX_FIRST: the
+    notes among them, their neighbours, the blog listings that show them or that list other notes
+    than at the last build (`listed`), and the tags listings."""
     by_src = {f.src_uri: f.page for f in doc_files if f.page is not None}
     notes = [f.src_uri for f in doc_files if f.abs_src_path and os.path.abspath(f.abs_src_path) in changed]
     wanted = list(notes)
@@ -367,6 +367,8 @@ def first_pages(
     for src, posts in listings(config).items():
         if listed.get(src) != posts or shown.intersection(posts):
             wanted.append(src)
+    if not wanted:
+        return []  # no page shows a note that changed (mkdocs.yml, a snippet file)
     for plugin in config.plugins.values():  # material's tags: each page that lists tags
         for listing in getattr(getattr(plugin, "listings", None), "data", ()):
             wanted.append(listing.page.file.src_uri)
