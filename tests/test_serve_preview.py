@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from kernelnotes import site_writes
 from kernelnotes.serve_preview import MAX_NOTES, Built, Preview, front_matter, snapshot
 
 from . import blogsite
@@ -43,7 +45,7 @@ def files_of(docs: Path) -> SimpleNamespace:
 
 
 def started(tmp_path: Path, docs: Path) -> tuple[Preview, Built]:
-    preview = Preview(lambda notes, config: lambda ok: None)
+    preview = Preview(lambda notes, config: lambda ok: None, lambda config: None)
     preview.begin([str(docs), str(tmp_path / "snippets")], str(docs))
     return preview, Built(config=None, files=files_of(docs), nav=None, env=None)
 
@@ -138,51 +140,78 @@ def test_a_folder_watched_since_the_last_build_is_not_news(tmp_path):
     assert [p.name for p in preview._changed_notes(built, preview._changed_paths(sources))] == ["n0.md"]
 
 
-# In-process builds of the small blog (tests/blogsite.py): one as serve's previous build, one with an
-# edit built pages first, one in mkdocs' order, one with half the pages shuffled ahead.
+def test_browsers_see_the_pages_first_only_when_one_changed_and_a_newer_version_each_time(monkeypatch):
+    published: list[str] = []
+    server = SimpleNamespace(_wanted_epoch=100, _visible_epoch=50, _epoch_cond=threading.Condition())
+    preview = Preview(lambda notes, config: lambda ok: None, published.append)
+    preview.server = server
+    monkeypatch.setattr(site_writes.STATE, "changed", ["/site/sitemap.xml"])
+    preview._show_first("config")  # no page changed: mkdocs shows the build when it ends
+    assert published == ["config"] and server._visible_epoch == 50 and not preview.early
+    site_writes.STATE.changed = ["/site/a/index.html"]
+    preview._show_first("config")  # the figures first, then the pages
+    assert server._visible_epoch == server._wanted_epoch == 100 and preview.early
+    site_writes.STATE.changed = ["/site/b/index.html"]
+    preview._show_first("config")  # shown once already (a preview): a newer version, shown now
+    assert server._visible_epoch == server._wanted_epoch > 100 and published == ["config"] * 3
+
+
+# In-process builds of the small blog (tests/blogsite.py), each the previous build of the next: the
+# site as serve last built it; a title edit built with the pages it changes first; a deleted note
+# the same way; each also in mkdocs' order, and once with a random half of all pages first.
 FIRST_PAGES = r"""
 import json, os, random, sys
 from mkdocs.commands.build import build
 from mkdocs.config import load_config
+from mkdocs.structure.files import InclusionLevel
 from kernelnotes import serve_preview
 
 os.chdir(sys.argv[1])
+shown = []
 
 
-def run(site, first=None):
+def run(site, changed=(), before=None):
     config = load_config("mkdocs.yml", site_dir=site)
     config.plugins.on_startup(command="build", dirty=False)
+    first = serve_preview.FirstPages(changed, before or {}, lambda config: shown.append(site))
+    seen = {}
+
+    def grab(env, *, config, files):  # the build's files, to lay out what it built
+        seen["files"] = files
+        return env
+
+    config.plugins.events["env"].append(grab)
     try:
-        if first is None:
+        with first.installed():
             build(config)
-        else:
-            with first.installed():
-                build(config)
-        return serve_preview.listings(config)
+        pages = seen["files"].documentation_pages(inclusion=InclusionLevel.is_in_serve)
+        return [page.file.src_uri for page in first.first.values()], serve_preview.layout(config, pages)
     finally:
         config.plugins.on_shutdown()
 
 
-listed = run("site-before")
+def edit(path, old, new):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace(old, new))
+
+
+found = {}
+_, before = run("site-before")
 alpha = os.path.abspath("notes/posts/alpha.md")
-with open(alpha, encoding="utf-8") as f:
-    text = f.read()
-with open(alpha, "w", encoding="utf-8") as f:
-    f.write(text.replace("title: 笔记 alpha", "title: 笔记 alpha 改名"))
-shown = []
-first = serve_preview.FirstPages({alpha}, listed, lambda: shown.append(len(first.first)))
-run("site-first", first)
-chosen = [page.file.src_uri for page in first.first.values()]
-run("site-plain")
-
-
-def anyhow(config, doc_files, changed, listed):
-    return random.Random(7).sample([f.page for f in doc_files], len(doc_files) // 2)
-
-
-serve_preview.first_pages = anyhow
-run("site-shuffled", serve_preview.FirstPages({alpha}, {}, lambda: shown.append(0)))
-print(json.dumps({"listed": listed, "chosen": chosen, "shown": shown}, ensure_ascii=False))
+edit(alpha, "title: 笔记 alpha", "title: 笔记 alpha 改名")
+found["title"], after_title = run("site-title", {alpha}, before)
+run("site-title-plain")
+gamma = os.path.abspath("notes/posts/gamma.md")
+os.unlink(gamma)
+found["deleted"], _ = run("site-deleted", {gamma}, after_title)
+run("site-deleted-plain")
+serve_preview.first_pages = lambda config, doc_files, changed, before: random.Random(7).sample(
+    [f.page for f in doc_files], len(doc_files) // 2
+)
+run("site-shuffled", {alpha}, {})
+print(json.dumps({"before": before, "after_title": after_title, "shown": shown, **found}, ensure_ascii=False))
 """
 
 
@@ -194,16 +223,24 @@ def test_a_build_writes_the_pages_an_edit_changes_first_and_ends_as_in_mkdocs_or
     )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    listed, chosen = found["listed"], found["chosen"]
-    # the note first, then its neighbours, the listings that show it and the tags page
-    assert chosen[0] == "posts/alpha.md" and "posts/beta.md" in chosen and "tags.md" in chosen
-    showing = {page for page, notes in listed.items() if "posts/alpha.md" in notes}
-    assert showing and showing <= set(chosen)
-    # and nothing the edit cannot change: listings without the note, notes not next to it
-    assert not set(chosen) & ({page for page in listed if page not in showing} | {"posts/fenced.md"})
-    assert found["shown"] == [len(chosen), 0]  # once, when they were written
+    before, title = found["before"], found["title"]
+
+    def showing(note: str, layout: dict) -> set[str]:
+        return {page for page, shows in layout.items() if note in shows}
+
+    # a title: the note, the pages that show it (its neighbours, the listings) and the tags page
+    assert title[0] == "posts/alpha.md" and "tags.md" in title
+    assert showing("posts/alpha.md", before) <= set(title) and "posts/beta.md" in title
+    assert not set(title) & (set(before) - showing("posts/alpha.md", before) - {"posts/alpha.md", "tags.md"})
+    # a deleted note: the pages that showed it, as neighbour or in a listing, now show others
+    deleted = found["deleted"]
+    assert showing("posts/gamma.md", found["after_title"]) - {"posts/gamma.md"} <= set(deleted) and deleted
+    assert found["shown"] == ["site-title", "site-deleted", "site-shuffled"]  # once each, when written
     # what ends on disk is what mkdocs' own order makes, search index included, whatever went first
-    plain = blogsite.pages(tmp_path / "site-plain")
-    assert "笔记 alpha 改名" in plain["alpha/index.html"]
-    for site in ("site-first", "site-shuffled"):
-        assert blogsite.pages(tmp_path / site) == plain, site
+    for site, plain in (
+        ("site-title", "site-title-plain"),
+        ("site-shuffled", "site-deleted-plain"),  # built after the deletion
+        ("site-deleted", "site-deleted-plain"),
+    ):
+        assert blogsite.pages(tmp_path / site) == blogsite.pages(tmp_path / plain), site
+    assert "笔记 alpha 改名" in blogsite.pages(tmp_path / "site-title-plain")["alpha/index.html"]

@@ -432,7 +432,8 @@ def fresh_excerpts() -> None:
     material keeps one Markdown parser per post's excerpt and converts it again for each listing
     that shows the post, never resetting it: Python-Markdown's footnotes count the references they
     have seen, so the second listing got `fnref2:1` where the first got `fnref:1`. A page's bytes
-    then depended on how many listings the build had rendered before it."""
+    then depended on how many listings the build had rendered before it. (Not undone: footnotes'
+    UNIQUE_IDS option, off by default, numbers documents by how many resets came before.)"""
     global _FRESH_EXCERPTS
     try:
         from material.plugins.blog.structure import Excerpt

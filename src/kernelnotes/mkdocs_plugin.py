@@ -101,7 +101,9 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     def on_startup(self, *, command: str, dirty: bool) -> None:
         self.serving = command == "serve"
-        self.preview = Preview(self._preview_results) if self.serving and not dirty else None
+        self.preview = (
+            Preview(self._preview_results, self._write_figures) if self.serving and not dirty else None
+        )
 
     def on_config(self, config: MkDocsConfig) -> MkDocsConfig | None:
         self.outcomes = {}  # fresh state for every build, including serve rebuilds
@@ -397,9 +399,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
 
     def _post_build(self, *, config: MkDocsConfig) -> None:
         self._write_downloads(config)
-        folder = Path(config.site_dir) / FIGURES_DIR
-        for name, data in self.figures.items():
-            site_writes.write(folder / name, data)
+        self._write_figures(config)
         ResultsView.activate(None)
         if self.config.site_cache:
             log.info(f"kernelnotes: site cache: {site_cache.summary() or 'unused'}")
@@ -480,11 +480,15 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         def finish(ok: bool) -> None:
             ResultsView.activate(None)
             if ok:
-                folder = Path(config.site_dir) / FIGURES_DIR
-                for name, data in self.figures.items():
-                    site_writes.write(folder / name, data)
+                self._write_figures(config)
 
         return finish
+
+    def _write_figures(self, config: MkDocsConfig) -> None:
+        """The figures the rendered pages link to (serve: only those whose bytes changed)."""
+        folder = Path(config.site_dir) / FIGURES_DIR
+        for name, data in self.figures.items():
+            site_writes.write(folder / name, data)
 
     def on_shutdown(self) -> None:
         if self.serving and self._site_cache_path is not None:

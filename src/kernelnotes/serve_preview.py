@@ -16,8 +16,9 @@ only once all of them are written. Two steps shorten that wait:
 The full build stays the authority: it writes only the files whose bytes changed
 (kernelnotes.site_writes), and when it changed a page after the browsers were shown the edit, they
 reload again. So what serve shows ends as what a clean build makes; an early page is at most early.
-Anything unexpected (a plugin raising, a version of mkdocs whose private functions differ) skips
-the step and leaves mkdocs' own build.
+A preview skips itself on any exception (the full build reports the note's problem), and pages go
+first only where they can be found (else mkdocs' order); a version of mkdocs other than the one
+tested turns both off, and material's blog listings are read only in its tested range.
 
 Once the browsers were shown an edit, serve answers requests from the folder as it stands (mkdocs
 would make them wait until the build ends): the pages shown are new, the others at most one build
@@ -43,6 +44,8 @@ from kernelnotes import site_cache, site_writes
 log = logging.getLogger("mkdocs.plugins.kernelnotes")
 
 MKDOCS_RANGE = ((1, 6), (1, 7))  # the private functions and server fields used below (as site_writes)
+# material's blog internals read by `listings`: in the range the site cache is tested with
+_MATERIAL_TESTED = site_cache._in_range(site_cache._version("mkdocs-material"), site_cache.MATERIAL_RANGE)
 MAX_NOTES = 3  # more changed notes at once (a checkout, a search-and-replace): just the full build
 # mkdocs' front matter: YAML between --- lines, else MultiMarkdown `key: value` lines up to a blank line
 _YAML = re.compile(r"\A-{3}[ \t]*\n.*?\n(?:\.{3}|-{3})[ \t]*\n", re.S)
@@ -99,17 +102,23 @@ class Built:
 class Preview:
     """Wraps serve's builder: preview the edited notes, then run the full build."""
 
-    def __init__(self, refresh: Callable[[list[str], Any], Callable[[bool], None]]) -> None:
+    def __init__(
+        self,
+        refresh: Callable[[list[str], Any], Callable[[bool], None]],
+        publish: Callable[[Any], None],
+    ) -> None:
         # refresh(notes, config) brings the plugin's results for these notes (paths in docs_dir) up
         # to date before their pages render; what it returns is called after (True: they rendered)
         self.refresh = refresh
+        # publish(config) writes what the pages link to that a build writes only at its end (figures)
+        self.publish = publish
         self.built: Built | None = None
         self.roots: list[str] = []
         self.docs_dir = ""
         self.sources: dict[str, Stat] | None = None  # when the last build began
         self.fronts: dict[str, str | None] = {}  # the notes' front matter then (read lazily, kept)
         self.server: Any = None
-        self.listed: dict[str, tuple[str, ...]] = {}  # the last build's listings (see `listings`)
+        self.layout: dict[str, tuple[str, ...]] = {}  # the last build's (see `layout`)
         self.early = False  # this build showed browsers an edit before it ended
 
     @staticmethod
@@ -136,10 +145,13 @@ class Preview:
         """The last build completed: its objects are what a preview renders with."""
         self.built = built
         try:
-            self.listed = listings(built.config)
+            from mkdocs.structure.files import InclusionLevel
+
+            pages = built.files.documentation_pages(inclusion=InclusionLevel.is_in_serve)
+            self.layout = layout(built.config, pages)
         except Exception as error:  # a blog plugin other than the version tested
-            log.debug(f"kernelnotes: no listings: {error!r}")
-            self.listed = {}
+            log.debug(f"kernelnotes: no layout: {error!r}")
+            self.layout = {}
 
     def attach(self, server: Any, builder: Callable[[], None]) -> bool:
         """Put the preview in front of serve's builder; False (and nothing changed) where mkdocs'
@@ -166,7 +178,7 @@ class Preview:
         shown = self._try_preview(changed)
         self.roots = roots
         self._note_sources(sources)
-        first = FirstPages(changed, self.listed, self._show_first)
+        first = FirstPages(changed, self.layout, self._show_first)
         self.early = bool(shown)
         try:
             with first.installed():
@@ -175,16 +187,17 @@ class Preview:
             if self.early:  # requests wait again, as mkdocs makes them wait after a failed build
                 self._new_epoch()
             raise
-        pages = [path for path in site_writes.track_changes() if path.endswith(".html")]
+        pages = _pages(site_writes.track_changes())
         if self.early and pages:
             # the build changed a page after the browsers were shown the edit: reload again
             log.info(f"kernelnotes: the rebuild changed {len(pages)} more page(s): browsers reload again")
             log.debug(f"kernelnotes: changed after the preview: {pages[:20]}")
             self._new_epoch()
 
-    def _show_first(self) -> None:
+    def _show_first(self, config: Any) -> None:
         """The pages the edit changes are written, the rest of the build is not: show them."""
-        pages = [path for path in site_writes.track_changes() if path.endswith(".html")]
+        self.publish(config)
+        pages = _pages(site_writes.track_changes())
         if not pages:
             return  # nothing new to see: mkdocs reloads when the build ends, if it must
         if self.early:
@@ -194,7 +207,8 @@ class Preview:
         log.info(f"kernelnotes: {len(pages)} page(s) the edit changes shown; writing the others")
 
     def _new_epoch(self) -> None:
-        """A version of the site newer than the preview's: browsers reload when the build ends."""
+        """A version of the site newer than the one browsers were shown: they reload when it is made
+        visible (by mkdocs when the build ends, or `_reload`)."""
         self.server._wanted_epoch = max(self.server._wanted_epoch + 1, _timestamp())
 
     def _try_preview(self, changed: set[str]) -> list[str]:
@@ -279,20 +293,23 @@ MAX_FIRST = 40  # pages written before the browsers reload; an edit that changes
 class FirstPages:
     """For one serve build, mkdocs' `_build_page` with the pages the edit changes first.
 
-    Once every page is read and every plugin has seen it (the first `_build_page` call), the
-    changed notes, their neighbours, the blog listings that show them or whose notes changed since
-    the last build, and the tags listings are built; `shown` is called (serve reloads the browsers);
-    then the other pages are built in mkdocs' order. Each page is built once, with every plugin
-    event. What depends on that order is the search index, whose entries are put back in mkdocs'
-    order after the last page: the site ends byte for byte as an unordered build makes it."""
+    At the first call every page is read and every plugin has seen it: the changed notes, and the
+    pages that show one of them or whose neighbours or listed notes differ from the last build's
+    (`layout`), are built; `shown(config)` is called (serve reloads the browsers); then the other
+    pages are built in mkdocs' order. Each page is built once, with every plugin event. Of what
+    those events do, two things depended on the order: the search index, whose entries are put back
+    in mkdocs' order after the last page, and material's excerpts (see kernelnotes.blog's
+    `fresh_excerpts`); tests/test_serve_preview.py builds with a random half of the pages first and
+    compares every file with mkdocs' order. When finding the pages raises, mkdocs' order is kept."""
 
     def __init__(
-        self, changed: Iterable[str], listed: dict[str, tuple[str, ...]], shown: Callable[[], None]
+        self, changed: Iterable[str], before: dict[str, tuple[str, ...]], shown: Callable[[Any], None]
     ) -> None:
         self.changed = set(changed)
-        self.listed = listed  # the last build's listings, to find those a new or deleted note changes
+        self.before = before  # the last build's `layout`
         self.shown = shown
-        self.first: dict[int, Any] | None = None  # id(page) -> page, built ahead of mkdocs' order
+        self.started = False
+        self.first: dict[int, Any] = {}  # id(page) -> page, built ahead of mkdocs' order
         self.entries: list[tuple[list[Any], int]] = []  # search indexes' entry lists, their length
         self.added: dict[int, list[list[Any]]] = {}  # id(page) -> the entries it added, per index
         self.real: Callable[..., None] | None = None
@@ -312,28 +329,29 @@ class FirstPages:
             build._build_page = self.real
 
     def __call__(self, page: Any, config: Any, doc_files: Any, *args: Any, **kwargs: Any) -> None:
-        if self.first is None:
+        if not self.started:
+            self.started = True
             self._start(config, doc_files, args, kwargs)
-        if not (self.first and id(page) in self.first):  # else built ahead
+        if id(page) not in self.first:  # else built ahead
             self._build(page, config, doc_files, args, kwargs)
         if self.first and page is doc_files[-1].page:
             self._restore_order(doc_files)
 
     def _start(self, config: Any, doc_files: Any, args: tuple, kwargs: dict) -> None:
-        self.first = {}
         try:
-            pages = first_pages(config, doc_files, self.changed, self.listed)
-            self.entries = [(lst, len(lst)) for lst in _search_entries(config)]
+            pages = first_pages(config, doc_files, self.changed, self.before)
+            self.entries = [(entries, len(entries)) for entries in _search_entries(config)]
         except Exception as error:  # a plugin other than the versions tested: mkdocs' order
             log.debug(f"kernelnotes: no pages first: {error!r}")
             return
         if not pages:
             return
+        site_writes.track_changes()  # what was written before (404.html, the sitemap) is not news
         self.first = {id(page): page for page in pages}
         for page in pages:
             excluded = page.file.inclusion.is_excluded()
             self._build(page, config, doc_files, args, {**kwargs, "excluded": excluded})
-        self.shown()
+        self.shown(config)
 
     def _build(self, page: Any, config: Any, doc_files: Any, args: tuple, kwargs: dict) -> None:
         sizes = [len(entries) for entries, _ in self.entries]
@@ -349,36 +367,48 @@ class FirstPages:
 
 
 def first_pages(
-    config: Any, doc_files: Any, changed: set[str], listed: dict[str, tuple[str, ...]]
+    config: Any, doc_files: Any, changed: set[str], before: dict[str, tuple[str, ...]]
 ) -> list[Any]:
     """The pages an edit of the files at `changed` (absolute paths) changes, at most MAX_FIRST: the
-    notes among them, their neighbours, the blog listings that show them or that list other notes
-    than at the last build (`listed`), and the tags listings."""
+    notes among them; the pages that show one of them as a neighbour or in a listing, or whose
+    neighbours or listed notes differ from `before` (a new, deleted or moved note); and, if any,
+    the tags listings."""
     by_src = {f.src_uri: f.page for f in doc_files if f.page is not None}
     notes = [f.src_uri for f in doc_files if f.abs_src_path and os.path.abspath(f.abs_src_path) in changed]
-    wanted = list(notes)
-    for src in notes:
-        page = by_src[src]
-        for near in (getattr(page, "previous_page", None), getattr(page, "next_page", None)):
-            file = getattr(near, "file", None)
-            if file is not None and file.src_uri in by_src:
-                wanted.append(file.src_uri)
-    shown = set(notes)
-    for src, posts in listings(config).items():
-        if listed.get(src) != posts or shown.intersection(posts):
-            wanted.append(src)
+    changed_notes = set(notes)
+    now = layout(config, doc_files)
+    wanted = notes + [
+        src for src, shows in now.items() if before.get(src) != shows or changed_notes.intersection(shows)
+    ]
     if not wanted:
         return []  # no page shows a note that changed (mkdocs.yml, a snippet file)
     for plugin in config.plugins.values():  # material's tags: each page that lists tags
-        for listing in getattr(getattr(plugin, "listings", None), "data", ()):
-            wanted.append(listing.page.file.src_uri)
+        listing_pages = getattr(getattr(plugin, "listings", None), "data", ())
+        wanted += sorted(listing.page.file.src_uri for listing in listing_pages)
     return [by_src[src] for src in dict.fromkeys(wanted) if src in by_src][:MAX_FIRST]
+
+
+def layout(config: Any, doc_files: Iterable[Any]) -> dict[str, tuple[str, ...]]:
+    """What each page shows of the others by name: its neighbours (the footer's previous and next
+    links), and the notes a blog listing lists."""
+    listed = listings(config)
+    found: dict[str, tuple[str, ...]] = {}
+    for file in doc_files:
+        page = file.page
+        if page is None:
+            continue
+        near = [getattr(page, name, None) for name in ("previous_page", "next_page")]
+        names = tuple(getattr(getattr(p, "file", None), "src_uri", "") for p in near)
+        found[file.src_uri] = names + listed.get(file.src_uri, ())
+    return found
 
 
 def listings(config: Any) -> dict[str, tuple[str, ...]]:
     """Every page of material's blog listings (home, archive, categories, each page of their
-    pagination), with the notes it shows."""
+    pagination), with the notes it shows (none outside the material versions tested)."""
     found: dict[str, tuple[str, ...]] = {}
+    if not _MATERIAL_TESTED:
+        return found
     for plugin in config.plugins.values():
         blog = getattr(plugin, "blog", None)
         if blog is None or not hasattr(plugin, "_resolve_views"):
@@ -405,6 +435,10 @@ def _search_entries(config: Any) -> list[list[Any]]:
                 found.append(entries)
                 break
     return found
+
+
+def _pages(paths: list[str]) -> list[str]:
+    return [path for path in paths if path.endswith(".html")]
 
 
 def _timestamp() -> int:

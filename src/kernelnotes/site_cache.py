@@ -517,6 +517,9 @@ def _patch_excerpt() -> bool:
         from material.plugins.blog.structure import Excerpt, ExcerptTreeprocessor, get_toc
     except ImportError:
         return False
+    from kernelnotes.blog import fresh_excerpts
+
+    fresh_excerpts()  # first: material's path, which the slow path below calls, resets the parser
     original = Excerpt.render
     code = getattr(original, "__code__", None)
     if code is None or code.co_varnames[:3] != ("self", "page", "separator"):
