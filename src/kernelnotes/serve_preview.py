@@ -222,6 +222,8 @@ class Preview:
         except Exception as error:  # the full build that follows reports the note's problem
             log.debug(f"kernelnotes: no preview: {error!r}")
             return []
+        if shown and not _pages(site_writes.track_changes()):
+            return []  # saved unchanged: the pages are as the browsers have them
         if shown:
             self._reload()
             log.info(
