@@ -170,8 +170,7 @@ def yaml_error_line(front_matter: str) -> int:
     try:
         boundedyaml.load(front_matter, yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return mark.line + 2 if mark is not None else 0  # + the opening ---
+        return boundedyaml.front_matter_line(exc)
     except ValueError:
         return 0
     return 0

@@ -29,6 +29,13 @@ MEMO_SIZE = 4096
 _MEMO: dict[tuple[str, type[Any], int], Any] = {}
 
 
+def front_matter_line(error: yaml.YAMLError, default: int = 0) -> int:
+    """The file's line where PyYAML stopped reading a front matter (its text starts after the
+    opening ---), or `default` when the error carries no place."""
+    mark = getattr(error, "problem_mark", None)
+    return mark.line + 2 if mark is not None else default
+
+
 def load(text: str, loader: type[Any] = yaml.SafeLoader, max_values: int = MAX_VALUES) -> Any:
     """`yaml.load(text, loader)`, refusing documents that expand to more than `max_values` values."""
     key = (text, loader, max_values)

@@ -118,7 +118,7 @@ class KernelNotesPlugin(BasePlugin[KernelNotesConfig]):
         for message in blog.derive_feed_settings(config):  # the feed follows blog_dir, not a copy of it
             log.debug(message)
         blog.reset_feed_entries(config)  # serve keeps the RSS plugin, and its lists, across rebuilds
-        blog.fresh_excerpts()  # before the site cache wraps the same method
+        blog.fresh_excerpts()  # with the site cache off too (the cache installs it itself)
         self._configure_site_cache(config)
         if not self.config.enabled:
             return config

@@ -206,8 +206,7 @@ def _split_front_matter(text: str, relpath: str, problems: list[Problem]) -> tup
     try:
         meta = boundedyaml.load(raw, _Loader) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
+        line = boundedyaml.front_matter_line(exc, default=1)
         reason = getattr(exc, "problem", None) or str(exc).split("\n")[0]
         hint = (
             "write the values out instead of YAML aliases"

@@ -68,7 +68,7 @@ def exclude_yaml_bombs(files: Any) -> list[str]:
         try:
             boundedyaml.load(match.group(1), yaml.SafeLoader)
         except boundedyaml.AliasBombError as exc:
-            line = exc.problem_mark.line + 2 if exc.problem_mark else 1  # + the opening ---
+            line = boundedyaml.front_matter_line(exc, default=1)
             messages.append(
                 terminal_text(
                     f"{file.src_uri}:{line}: error: front matter: {exc.problem} (write the values out"
